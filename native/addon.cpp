@@ -2,6 +2,17 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include "model_object.h"
+#include "promise_worker.h"
+
+namespace melbo {
+namespace {
+int threads = 0;
+}
+int configuredThreads() { return threads > 0 ? threads : at::get_num_threads(); }
+void setConfiguredThreads(int n) { threads = n; at::set_num_threads(n); }
+}  // namespace melbo
+
 namespace {
 
 Napi::Value Version(const Napi::CallbackInfo& info) {
@@ -11,7 +22,7 @@ Napi::Value Version(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value GetThreads(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), at::get_num_threads());
+  return Napi::Number::New(info.Env(), melbo::configuredThreads());
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -21,7 +32,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   }
   int n = info[0].As<Napi::Number>().Int32Value();
   if (n < 1) throw Napi::RangeError::New(env, "setThreads(n): n must be >= 1");
-  at::set_num_threads(n);
+  melbo::setConfiguredThreads(n);
   return env.Undefined();
 }
 
@@ -34,6 +45,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
+  exports.Set("Model", melbo::ModelObject::Define(env));
+  exports.Set("loadModel", Napi::Function::New(env, melbo::ModelObject::Load));
   return exports;
 }
 

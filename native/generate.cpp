@@ -1,0 +1,78 @@
+#include "generate.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <stdexcept>
+
+namespace melbo {
+
+torch::Tensor sampleNext(const torch::Tensor& logits, double temperature, double topP, at::Generator& gen) {
+  if (temperature <= 0) return logits.argmax(-1);  // [B]
+  auto probs = torch::softmax(logits.to(torch::kFloat) / temperature, -1);  // [B, V]
+  if (topP < 1) {
+    auto sorted = probs.sort(-1, /*descending=*/true);
+    auto sortedProbs = std::get<0>(sorted), order = std::get<1>(sorted);  // [B, V]
+    // Keep a token while the mass before it is still below topP (the first one always stays).
+    auto before = sortedProbs.cumsum(-1) - sortedProbs;
+    sortedProbs = sortedProbs.masked_fill(before >= topP, 0);
+    probs = torch::zeros_like(probs).scatter(-1, order, sortedProbs);
+  }
+  return torch::multinomial(probs, 1, /*replacement=*/false, gen).squeeze(-1);  // [B]
+}
+
+GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
+  torch::NoGradGuard noGrad;
+  const auto& cfg = model.cfg;
+  model.requireBlocks(0, cfg.layers - 1, "generation");
+  if (!model.embed.defined() || !model.hasHead()) throw std::runtime_error("generation needs the embedding and lm_head");
+  const int64_t T = r.prompt.size(0);
+  if (T == 0) throw std::runtime_error("generation needs a non-empty prompt");
+  const bool steered = r.vectors.defined();
+  if (steered && (r.at < 0 || r.at >= cfg.layers)) throw std::runtime_error("steering block out of range");
+  const int64_t B = steered ? r.vectors.size(0) : 1;
+  torch::Tensor theta;  // [B, 1, d] in the compute dtype
+  if (steered) theta = r.vectors.to(model.dtype).unsqueeze(1);
+
+  auto gen = at::detail::createCPUGenerator(r.seed);
+  KvCache cache;
+  cache.keys.resize(model.blocks.size());
+  cache.values.resize(model.blocks.size());
+
+  auto out = torch::full({B, r.maxNewTokens}, -1, torch::kInt);
+  auto lengths = torch::zeros({B}, torch::kInt);
+  std::vector<bool> done(static_cast<size_t>(B), false);
+  int64_t running = B;
+
+  auto step = torch::Tensor(r.prompt).unsqueeze(0).expand({B, T});  // [B, T] tokens of this step
+  for (int64_t i = 0; i < r.maxNewTokens && running > 0; ++i) {
+    const int64_t n = step.size(1);
+    auto rope = model.rope(cache.length, n);
+    auto h = model.embedTokens(step);  // [B, n, d]
+    for (int64_t k = 0; k < cfg.layers; ++k) {
+      h = model.block(k, h, rope, &cache);
+      if (steered && k == r.at) h = h + theta;
+    }
+    cache.length += n;
+    auto last = model.logits(h.narrow(1, n - 1, 1)).squeeze(1);  // [B, V]
+    auto next = sampleNext(last, r.temperature, r.topP, gen);    // [B]
+    auto nextAcc = next.accessor<int64_t, 1>();
+    auto outAcc = out.accessor<int32_t, 2>();
+    auto lenAcc = lengths.accessor<int32_t, 1>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      outAcc[b][i] = static_cast<int32_t>(nextAcc[b]);
+      lenAcc[b] = static_cast<int32_t>(i + 1);
+      for (auto s : r.stopTokens) {
+        if (s == nextAcc[b]) {
+          done[b] = true;
+          --running;
+          break;
+        }
+      }
+    }
+    step = next.unsqueeze(1);  // [B, 1]
+  }
+  return GenerateResult{out, lengths};
+}
+
+}  // namespace melbo

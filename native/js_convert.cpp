@@ -1,0 +1,117 @@
+#include "js_convert.h"
+
+namespace melbo {
+
+static Napi::Value need(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' is required");
+  return v;
+}
+
+bool has(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+int64_t getInt(const Napi::Object& o, const char* key) {
+  Napi::Value v = need(o, key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
+  double x = v.As<Napi::Number>().DoubleValue();
+  if (x != static_cast<double>(static_cast<int64_t>(x))) {
+    throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be an integer");
+  }
+  return static_cast<int64_t>(x);
+}
+
+int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback) {
+  return has(o, key) ? getInt(o, key) : fallback;
+}
+
+double getNumber(const Napi::Object& o, const char* key, double fallback) {
+  if (!has(o, key)) return fallback;
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool getBool(const Napi::Object& o, const char* key, bool fallback) {
+  if (!has(o, key)) return fallback;
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string getString(const Napi::Object& o, const char* key) {
+  Napi::Value v = need(o, key);
+  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::vector<int64_t> getIntList(const Napi::Object& o, const char* key) {
+  std::vector<int64_t> out;
+  if (!has(o, key)) return out;
+  Napi::Value v = o.Get(key);
+  if (!v.IsArray()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be an array of integers");
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must hold integers");
+    out.push_back(e.As<Napi::Number>().Int64Value());
+  }
+  return out;
+}
+
+static std::string shapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+torch::Tensor float32Tensor(const Napi::Object& o, const char* key, std::vector<int64_t> shape) {
+  Napi::Value v = need(o, key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a Float32Array");
+  }
+  auto arr = v.As<Napi::Float32Array>();
+  int64_t numel = 1;
+  for (auto n : shape) numel *= n;
+  if (static_cast<int64_t>(arr.ElementLength()) != numel) {
+    throw Napi::RangeError::New(o.Env(), std::string("option '") + key + "' has " + std::to_string(arr.ElementLength()) +
+                                             " values, expected " + shapeText(shape) + " = " + std::to_string(numel));
+  }
+  if (numel == 0) return torch::zeros(shape);
+  return torch::from_blob(arr.Data(), shape, torch::kFloat).clone();
+}
+
+torch::Tensor int32TensorAsLong(const Napi::Object& o, const char* key) {
+  Napi::Value v = need(o, key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be an Int32Array");
+  }
+  auto arr = v.As<Napi::Int32Array>();
+  auto n = static_cast<int64_t>(arr.ElementLength());
+  if (n == 0) return torch::zeros({0}, torch::kLong);
+  return torch::from_blob(arr.Data(), {n}, torch::kInt).to(torch::kLong);
+}
+
+template <typename ArrayT, typename Elem>
+static ArrayT exportTensor(Napi::Env env, torch::Tensor t, torch::ScalarType type) {
+  t = t.to(type).contiguous();
+  if (t.numel() == 0) return ArrayT::New(env, 0);
+  // A view into a bigger storage would expose (and pin) memory outside it: copy it out.
+  if (t.storage_offset() != 0 || t.storage().nbytes() != t.nbytes()) t = t.clone();
+  auto* holder = new torch::Tensor(t);
+  auto buffer = Napi::ArrayBuffer::New(
+      env, holder->data_ptr(), holder->nbytes(), [](Napi::Env, void*, torch::Tensor* h) { delete h; }, holder);
+  return ArrayT::New(env, static_cast<size_t>(t.numel()), buffer, 0);
+}
+
+Napi::Float32Array toFloat32Array(Napi::Env env, torch::Tensor t) {
+  return exportTensor<Napi::Float32Array, float>(env, std::move(t), torch::kFloat);
+}
+
+Napi::Int32Array toInt32Array(Napi::Env env, torch::Tensor t) {
+  return exportTensor<Napi::Int32Array, int32_t>(env, std::move(t), torch::kInt);
+}
+
+}  // namespace melbo

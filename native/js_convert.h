@@ -1,0 +1,28 @@
+// Reading option objects and moving tensors across the JS boundary (JS thread only).
+#pragma once
+#include <napi.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace melbo {
+
+// Option readers: throw a TypeError naming the option when it is missing or of the wrong kind.
+bool has(const Napi::Object& o, const char* key);
+int64_t getInt(const Napi::Object& o, const char* key);
+int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback);
+double getNumber(const Napi::Object& o, const char* key, double fallback);
+bool getBool(const Napi::Object& o, const char* key, bool fallback);
+std::string getString(const Napi::Object& o, const char* key);
+std::vector<int64_t> getIntList(const Napi::Object& o, const char* key);
+
+// Copies of typed arrays as tensors of the given shape (numel must match, else RangeError).
+torch::Tensor float32Tensor(const Napi::Object& o, const char* key, std::vector<int64_t> shape);
+torch::Tensor int32TensorAsLong(const Napi::Object& o, const char* key);
+
+// Zero-copy views of a tensor's memory as JS typed arrays; the tensor lives until GC.
+Napi::Float32Array toFloat32Array(Napi::Env env, torch::Tensor t);
+Napi::Int32Array toInt32Array(Napi::Env env, torch::Tensor t);
+
+}  // namespace melbo

@@ -1,0 +1,224 @@
+#include "model_object.h"
+
+#include "generate.h"
+#include "js_convert.h"
+#include "promise_worker.h"
+#include "slice.h"
+#include "weights.h"
+
+namespace melbo {
+namespace {
+
+struct AddonData {
+  Napi::FunctionReference modelConstructor;
+};
+
+torch::ScalarType computeDtype(const std::string& name, Napi::Env env) {
+  if (name == "f32") return torch::kFloat;
+  if (name == "bf16") return torch::kBFloat16;
+  throw Napi::TypeError::New(env, "option 'dtype' must be 'f32' or 'bf16', got '" + name + "'");
+}
+
+Qwen2Config parseConfig(const Napi::Object& o) {
+  Qwen2Config c;
+  c.hidden = getInt(o, "hiddenSize");
+  c.intermediate = getInt(o, "intermediateSize");
+  c.layers = getInt(o, "numLayers");
+  c.heads = getInt(o, "numHeads");
+  c.kvHeads = getInt(o, "numKvHeads");
+  c.headDim = getInt(o, "headDim");
+  c.vocab = getInt(o, "vocabSize");
+  c.rmsEps = getNumber(o, "rmsNormEps", 1e-6);
+  c.ropeTheta = getNumber(o, "ropeTheta", 1e6);
+  c.tied = getBool(o, "tieWordEmbeddings", false);
+  return c;
+}
+
+LoadRequest parseLoad(const Napi::Object& o) {
+  Napi::Env env = o.Env();
+  LoadRequest r;
+  if (!has(o, "config") || !o.Get("config").IsObject()) throw Napi::TypeError::New(env, "option 'config' is required");
+  r.cfg = parseConfig(o.Get("config").As<Napi::Object>());
+  r.dtype = computeDtype(getString(o, "dtype"), env);
+  r.firstBlock = getInt(o, "firstBlock");
+  r.lastBlock = getInt(o, "lastBlock");
+  r.embedding = getBool(o, "embedding", false);
+  r.head = getBool(o, "head", false);
+  if (!o.Get("tensors").IsArray()) throw Napi::TypeError::New(env, "option 'tensors' must be an array");
+  Napi::Array list = o.Get("tensors").As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Object t = list.Get(i).As<Napi::Object>();
+    TensorSource s;
+    s.name = getString(t, "name");
+    s.path = getString(t, "path");
+    s.dtype = getString(t, "dtype");
+    s.shape = getIntList(t, "shape");
+    s.offset = static_cast<uint64_t>(getInt(t, "offset"));
+    s.nbytes = static_cast<uint64_t>(getInt(t, "nbytes"));
+    r.tensors.push_back(std::move(s));
+  }
+  return r;
+}
+
+}  // namespace
+
+Napi::Function ModelObject::Define(Napi::Env env) {
+  Napi::Function ctor = DefineClass(env, "Model",
+                                    {
+                                        InstanceMethod<&ModelObject::Forward>("forward"),
+                                        InstanceMethod<&ModelObject::OrthoLossGrad>("orthoLossGrad"),
+                                        InstanceMethod<&ModelObject::Generate>("generate"),
+                                        InstanceMethod<&ModelObject::Release>("release"),
+                                        InstanceMethod<&ModelObject::Info>("info"),
+                                        InstanceMethod<&ModelObject::Dispose>("dispose"),
+                                    });
+  auto* data = new AddonData{Napi::Persistent(ctor)};
+  env.SetInstanceData<AddonData>(data);
+  return ctor;
+}
+
+ModelObject::ModelObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelObject>(info) {
+  // Only Load() constructs models: it passes the loaded weights as an External.
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "Model cannot be constructed directly: use loadModel()");
+  }
+  model_ = *info[0].As<Napi::External<std::shared_ptr<Qwen2>>>().Data();
+}
+
+std::shared_ptr<Qwen2> ModelObject::model(Napi::Env env) const {
+  if (!model_) throw Napi::Error::New(env, "this model was disposed");
+  return model_;
+}
+
+Napi::Value ModelObject::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "loadModel(options): options object required");
+  LoadRequest request = parseLoad(info[0].As<Napi::Object>());
+  using Result = std::shared_ptr<Qwen2>;
+  return PromiseWorker<Result>::Start(
+      env, [request]() { return std::make_shared<Qwen2>(loadQwen2(request)); },
+      [](Napi::Env env, Result& loaded) -> Napi::Value {
+        auto* data = env.GetInstanceData<AddonData>();
+        Result copy = loaded;
+        auto external = Napi::External<Result>::New(env, &copy);
+        // The constructor copies the shared_ptr out of the External before `copy` goes away.
+        return data->modelConstructor.New({external});
+      });
+}
+
+// forward({tokens: Int32Array [B*T], batch, layers: number[], logits: boolean,
+//          steer?: {vectors: Float32Array [B*d], at}}) -> {resid: Float32Array[] (one per layer), logits?}
+Napi::Value ModelObject::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "forward(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  ForwardRequest r;
+  auto flat = int32TensorAsLong(o, "tokens");
+  const int64_t B = getInt(o, "batch", 1);
+  if (B < 1 || flat.numel() == 0 || flat.numel() % B != 0) {
+    throw Napi::RangeError::New(env, "forward: tokens must be a non-empty [batch * seq] array");
+  }
+  r.tokens = flat.view({B, flat.numel() / B});
+  r.layers = getIntList(o, "layers");
+  r.logits = getBool(o, "logits", false);
+  if (has(o, "steer")) {
+    Napi::Object s = o.Get("steer").As<Napi::Object>();
+    r.steerAt = getInt(s, "at");
+    r.steer = float32Tensor(s, "vectors", {B, model->cfg.hidden});
+  }
+  using Result = ForwardResult;
+  return PromiseWorker<Result>::Start(
+      env, [model, r]() { return forward(*model, r); },
+      [](Napi::Env env, Result& res) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        Napi::Array resid = Napi::Array::New(env, res.resid.size());
+        for (size_t i = 0; i < res.resid.size(); ++i) resid.Set(static_cast<uint32_t>(i), toFloat32Array(env, res.resid[i]));
+        out.Set("resid", resid);
+        if (res.logits.defined()) out.Set("logits", toFloat32Array(env, res.logits));
+        return out;
+      });
+}
+
+// orthoLossGrad({x: Float32Array [T*d], seq, thetas: Float32Array [B*d], batch, z0: Float32Array [d],
+//                source, target}) -> {loss: Float32Array [B], grad: Float32Array [B*d]}
+Napi::Value ModelObject::OrthoLossGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "orthoLossGrad(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t d = model->cfg.hidden;
+  SliceRequest r;
+  r.source = getInt(o, "source");
+  r.target = getInt(o, "target");
+  r.x = float32Tensor(o, "x", {getInt(o, "seq"), d});
+  r.thetas = float32Tensor(o, "thetas", {getInt(o, "batch"), d});
+  r.z0 = float32Tensor(o, "z0", {d});
+  using Result = SliceResult;
+  return PromiseWorker<Result>::Start(
+      env, [model, r]() { return orthoLossGrad(*model, r); },
+      [](Napi::Env env, Result& res) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("loss", toFloat32Array(env, res.loss));
+        out.Set("grad", toFloat32Array(env, res.grad));
+        return out;
+      });
+}
+
+// generate({tokens: Int32Array [T], vectors?: Float32Array [B*d], batch, at, maxNewTokens,
+//           temperature, topP, seed, stopTokens: number[]}) -> {tokens: Int32Array [B*max], lengths: Int32Array [B]}
+Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "generate(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  GenerateRequest r;
+  r.prompt = int32TensorAsLong(o, "tokens");
+  if (has(o, "vectors")) {
+    r.vectors = float32Tensor(o, "vectors", {getInt(o, "batch"), model->cfg.hidden});
+    r.at = getInt(o, "at");
+  }
+  r.maxNewTokens = getInt(o, "maxNewTokens");
+  if (r.maxNewTokens < 0) throw Napi::RangeError::New(env, "generate: maxNewTokens must be >= 0");
+  r.temperature = getNumber(o, "temperature", 0);
+  r.topP = getNumber(o, "topP", 1);
+  r.seed = static_cast<uint64_t>(getInt(o, "seed", 0));
+  r.stopTokens = getIntList(o, "stopTokens");
+  using Result = GenerateResult;
+  return PromiseWorker<Result>::Start(
+      env, [model, r]() { return generate(*model, r); },
+      [](Napi::Env env, Result& res) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("tokens", toInt32Array(env, res.tokens));
+        out.Set("lengths", toInt32Array(env, res.lengths));
+        return out;
+      });
+}
+
+// release({below, embedding}): drop blocks below `below` (and the embedding) that a job no longer needs.
+Napi::Value ModelObject::Release(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
+  model->releaseBelow(getInt(o, "below", model->firstBlock), getBool(o, "embedding", false));
+  return env.Undefined();
+}
+
+Napi::Value ModelObject::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("firstBlock", Napi::Number::New(env, static_cast<double>(model->firstBlock)));
+  out.Set("lastBlock", Napi::Number::New(env, static_cast<double>(model->lastBlock)));
+  out.Set("embedding", Napi::Boolean::New(env, model->embed.defined()));
+  out.Set("head", Napi::Boolean::New(env, model->hasHead()));
+  out.Set("dtype", Napi::String::New(env, model->dtype == torch::kFloat ? "f32" : "bf16"));
+  return out;
+}
+
+Napi::Value ModelObject::Dispose(const Napi::CallbackInfo& info) {
+  model_.reset();
+  return info.Env().Undefined();
+}
+
+}  // namespace melbo

@@ -1,0 +1,78 @@
+// The Qwen2 decoder, mirroring Hugging Face's modeling_qwen2.py one block at a time.
+// Tensors are [batch B, seq T, d_model d] unless a comment says otherwise.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace melbo {
+
+struct Qwen2Config {
+  int64_t hidden = 0;        // d
+  int64_t intermediate = 0;  // I
+  int64_t layers = 0;        // L
+  int64_t heads = 0;         // H
+  int64_t kvHeads = 0;       // K (grouped-query attention when K < H)
+  int64_t headDim = 0;       // hd = d / H
+  int64_t vocab = 0;         // V
+  double rmsEps = 1e-6;
+  double ropeTheta = 1e6;
+  bool tied = false;
+};
+
+struct BlockWeights {
+  torch::Tensor inputNorm;           // [d]
+  torch::Tensor q, qBias;            // [H*hd, d], [H*hd]
+  torch::Tensor k, kBias, v, vBias;  // [K*hd, d], [K*hd]
+  torch::Tensor o;                   // [d, H*hd]
+  torch::Tensor postNorm;            // [d]
+  torch::Tensor gate, up;            // [I, d]
+  torch::Tensor down;                // [d, I]
+};
+
+// RoPE tables for a run of positions, already in the compute dtype.
+struct Rope {
+  torch::Tensor cos, sin;  // [T, hd]
+};
+
+// Keys (after RoPE) and values of every block seen so far, for generation.
+struct KvCache {
+  std::vector<torch::Tensor> keys, values;  // per block: [B, K, past, hd]
+  int64_t length = 0;                       // past positions held
+};
+
+class Qwen2 {
+ public:
+  Qwen2Config cfg;
+  torch::ScalarType dtype = torch::kFloat;  // compute dtype: kFloat or kBFloat16
+  int64_t firstBlock = 0, lastBlock = -1;   // blocks held: firstBlock..lastBlock
+  std::vector<BlockWeights> blocks;         // blocks[i] is block firstBlock + i
+  torch::Tensor embed;                      // [V, d] or undefined
+  torch::Tensor finalNorm;                  // [d] or undefined
+  torch::Tensor lmHead;                     // [V, d] or undefined (tied: == embed)
+
+  bool hasBlock(int64_t k) const { return k >= firstBlock && k <= lastBlock; }
+  bool hasHead() const { return finalNorm.defined() && lmHead.defined(); }
+  void requireBlocks(int64_t from, int64_t to, const char* what) const;
+
+  // tokens [B, T] int64 -> [B, T, d] in the compute dtype.
+  torch::Tensor embedTokens(const torch::Tensor& tokens) const;
+  // Tables for positions start .. start+T-1.
+  Rope rope(int64_t start, int64_t T) const;
+  // resid(k) from resid(k-1). With a cache, appends this step's keys/values and attends to
+  // everything cached before them (the cache's length is advanced by the caller).
+  torch::Tensor block(int64_t k, const torch::Tensor& h, const Rope& rope, KvCache* cache) const;
+  // Blocks from..to in order (from > to runs nothing).
+  torch::Tensor runBlocks(torch::Tensor h, int64_t from, int64_t to, const Rope& rope) const;
+  // Final RMSNorm and lm_head: h [B, T, d] -> logits [B, T, V] in float32.
+  torch::Tensor logits(const torch::Tensor& h) const;
+
+  // Dropping blocks below `keepFrom` (and the embedding) once a job no longer needs them.
+  void releaseBelow(int64_t keepFrom, bool embedding);
+};
+
+// RMSNorm as Hugging Face computes it: statistics in float32, scaled back to the input dtype.
+torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+}  // namespace melbo

@@ -1,0 +1,64 @@
+#include "slice.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace melbo {
+
+ForwardResult forward(const Qwen2& model, const ForwardRequest& r) {
+  torch::NoGradGuard noGrad;
+  const auto L = model.cfg.layers;
+  for (auto k : r.layers) {
+    if (k < 0 || k >= L) throw std::runtime_error("block " + std::to_string(k) + " is out of range 0.." + std::to_string(L - 1));
+  }
+  if (r.steer.defined() && (r.steerAt < 0 || r.steerAt >= L)) {
+    throw std::runtime_error("steering block " + std::to_string(r.steerAt) + " is out of range 0.." + std::to_string(L - 1));
+  }
+  int64_t deepest = r.logits ? L - 1 : -1;
+  for (auto k : r.layers) deepest = std::max(deepest, k);
+  if (r.steer.defined()) deepest = std::max(deepest, r.steerAt);
+  model.requireBlocks(0, deepest, "forward");
+
+  const int64_t T = r.tokens.size(1);
+  auto rope = model.rope(0, T);
+  auto h = model.embedTokens(r.tokens);  // [B, T, d]
+  torch::Tensor theta;
+  if (r.steer.defined()) theta = r.steer.to(model.dtype).unsqueeze(1);  // [B, 1, d]
+  ForwardResult out;
+  out.resid.resize(r.layers.size());
+  for (int64_t k = 0; k <= deepest; ++k) {
+    h = model.block(k, h, rope, nullptr);
+    if (theta.defined() && k == r.steerAt) h = h + theta;
+    for (size_t i = 0; i < r.layers.size(); ++i) {
+      if (r.layers[i] == k) out.resid[i] = h.to(torch::kFloat, false, /*copy=*/true);
+    }
+  }
+  if (r.logits) out.logits = model.logits(h);
+  return out;
+}
+
+torch::Tensor sliceMean(const Qwen2& model, const torch::Tensor& x, const torch::Tensor& thetas, int64_t source,
+                        int64_t target, const Rope& rope) {
+  // thetas [B, d] float32 (the optimised leaf); x [T, d] float32.
+  auto h = (x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.dtype);  // [B, T, d]
+  h = model.runBlocks(h, source + 1, target, rope);
+  return h.to(torch::kFloat).mean(1);  // [B, d]
+}
+
+SliceResult orthoLossGrad(const Qwen2& model, const SliceRequest& r) {
+  const auto L = model.cfg.layers;
+  if (r.source < 0 || r.target >= L || r.source >= r.target) {
+    throw std::runtime_error("need 0 <= source < target < " + std::to_string(L) + ", got source " +
+                             std::to_string(r.source) + ", target " + std::to_string(r.target));
+  }
+  torch::AutoGradMode gradMode(true);
+  auto thetas = r.thetas.clone().requires_grad_(true);
+  auto rope = model.rope(0, r.x.size(0));
+  auto z = sliceMean(model, r.x, thetas, r.source, r.target, rope);  // [B, d]
+  auto loss = (z - r.z0.unsqueeze(0)).norm(2, {-1});                  // [B]
+  loss.sum().backward();
+  return SliceResult{loss.detach(), thetas.grad().detach()};
+}
+
+}  // namespace melbo

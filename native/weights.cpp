@@ -1,0 +1,166 @@
+#include "weights.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <stdexcept>
+
+namespace melbo {
+namespace {
+
+// A read-only mapping of a whole file, unmapped when the last tensor over it goes away.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) : path_(path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error(path + ": cannot open (" + std::strerror(errno) + ")");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      throw std::runtime_error(path + ": cannot stat (" + std::strerror(errno) + ")");
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+    if (size_ > 0) {
+      addr_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (addr_ == MAP_FAILED) {
+        ::close(fd);
+        throw std::runtime_error(path + ": cannot map (" + std::strerror(errno) + ")");
+      }
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (addr_ && addr_ != MAP_FAILED) ::munmap(addr_, size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return static_cast<const uint8_t*>(addr_); }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  void* addr_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+torch::ScalarType fileDtype(const TensorSource& s) {
+  if (s.dtype == "F32") return torch::kFloat;
+  if (s.dtype == "F16") return torch::kHalf;
+  if (s.dtype == "BF16") return torch::kBFloat16;
+  throw std::runtime_error(s.path + ": tensor " + s.name + " has unsupported dtype " + s.dtype);
+}
+
+std::string shapeText(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+class TensorLoader {
+ public:
+  TensorLoader(const LoadRequest& request) : dtype_(request.dtype) {
+    for (const auto& t : request.tensors) sources_.emplace(t.name, &t);
+  }
+
+  torch::Tensor get(const std::string& name, const std::vector<int64_t>& shape) {
+    auto it = sources_.find(name);
+    if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
+    const TensorSource& s = *it->second;
+    if (s.shape != shape) {
+      throw std::runtime_error(s.path + ": tensor " + name + " has shape " + shapeText(s.shape) +
+                               ", the config implies " + shapeText(shape));
+    }
+    auto type = fileDtype(s);
+    int64_t numel = 1;
+    for (auto n : shape) numel *= n;
+    auto file = map(s.path);
+    if (s.nbytes != static_cast<uint64_t>(numel) * c10::elementSize(type) || s.offset > file->size() ||
+        s.nbytes > file->size() - s.offset) {
+      throw std::runtime_error(s.path + ": tensor " + name + " lies outside the file or has the wrong byte size");
+    }
+    void* ptr = const_cast<uint8_t*>(file->data() + s.offset);
+    bool aligned = reinterpret_cast<uintptr_t>(ptr) % c10::elementSize(type) == 0;
+    if (type == dtype_ && aligned) {
+      // Zero-copy: the tensor keeps the mapping alive. Weights are never written.
+      return torch::from_blob(ptr, shape, [file](void*) {}, torch::TensorOptions().dtype(type));
+    }
+    torch::Tensor staged;
+    if (aligned) {
+      staged = torch::from_blob(ptr, shape, torch::TensorOptions().dtype(type));
+    } else {  // copy byte-wise first: a misaligned view of floats is undefined behaviour
+      staged = torch::empty(shape, torch::TensorOptions().dtype(type));
+      std::memcpy(staged.data_ptr(), ptr, s.nbytes);
+    }
+    return staged.to(dtype_, /*non_blocking=*/false, /*copy=*/true);
+  }
+
+ private:
+  std::shared_ptr<MappedFile> map(const std::string& path) {
+    auto it = files_.find(path);
+    if (it != files_.end()) return it->second;
+    auto file = std::make_shared<MappedFile>(path);
+    files_.emplace(path, file);
+    return file;
+  }
+
+  torch::ScalarType dtype_;
+  std::map<std::string, const TensorSource*> sources_;
+  std::map<std::string, std::shared_ptr<MappedFile>> files_;
+};
+
+}  // namespace
+
+Qwen2 loadQwen2(const LoadRequest& request) {
+  const Qwen2Config& c = request.cfg;
+  if (c.hidden <= 0 || c.heads <= 0 || c.kvHeads <= 0 || c.layers <= 0 || c.vocab <= 0 || c.intermediate <= 0 ||
+      c.hidden % c.heads != 0 || c.heads % c.kvHeads != 0 || c.headDim * c.heads != c.hidden) {
+    throw std::runtime_error("invalid Qwen2 configuration");
+  }
+  if (request.firstBlock < 0 || request.lastBlock >= c.layers || request.firstBlock > request.lastBlock + 1) {
+    throw std::runtime_error("block range " + std::to_string(request.firstBlock) + ".." +
+                             std::to_string(request.lastBlock) + " is outside 0.." + std::to_string(c.layers - 1));
+  }
+  TensorLoader loader(request);
+  Qwen2 model;
+  model.cfg = c;
+  model.dtype = request.dtype;
+  model.firstBlock = request.firstBlock;
+  model.lastBlock = request.lastBlock;
+  const int64_t d = c.hidden, qd = c.heads * c.headDim, kd = c.kvHeads * c.headDim, I = c.intermediate;
+  for (int64_t k = request.firstBlock; k <= request.lastBlock; ++k) {
+    const std::string p = "model.layers." + std::to_string(k) + ".";
+    BlockWeights w;
+    w.inputNorm = loader.get(p + "input_layernorm.weight", {d});
+    w.q = loader.get(p + "self_attn.q_proj.weight", {qd, d});
+    w.qBias = loader.get(p + "self_attn.q_proj.bias", {qd});
+    w.k = loader.get(p + "self_attn.k_proj.weight", {kd, d});
+    w.kBias = loader.get(p + "self_attn.k_proj.bias", {kd});
+    w.v = loader.get(p + "self_attn.v_proj.weight", {kd, d});
+    w.vBias = loader.get(p + "self_attn.v_proj.bias", {kd});
+    w.o = loader.get(p + "self_attn.o_proj.weight", {d, qd});
+    w.postNorm = loader.get(p + "post_attention_layernorm.weight", {d});
+    w.gate = loader.get(p + "mlp.gate_proj.weight", {I, d});
+    w.up = loader.get(p + "mlp.up_proj.weight", {I, d});
+    w.down = loader.get(p + "mlp.down_proj.weight", {d, I});
+    model.blocks.push_back(std::move(w));
+  }
+  if (request.embedding || (request.head && c.tied)) {
+    model.embed = loader.get("model.embed_tokens.weight", {c.vocab, d});
+  }
+  if (request.head) {
+    model.finalNorm = loader.get("model.norm.weight", {d});
+    model.lmHead = c.tied ? model.embed : loader.get("lm_head.weight", {c.vocab, d});
+  }
+  if (!request.embedding) model.embed = torch::Tensor();
+  return model;
+}
+
+}  // namespace melbo

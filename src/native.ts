@@ -1,0 +1,115 @@
+// The one typed view of the native addon. Loaded lazily: requiring it costs ~0.5 s and
+// ~160 MB (libtorch's shared libraries), which commands like --help should not pay.
+
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { MelboError } from "./errors.js";
+
+export type ComputeDtype = "f32" | "bf16";
+
+export interface NativeTensorSource {
+  name: string;
+  path: string;
+  dtype: string;
+  shape: number[];
+  offset: number;
+  nbytes: number;
+}
+
+export interface NativeConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  tieWordEmbeddings: boolean;
+}
+
+export interface NativeLoadOptions {
+  config: NativeConfig;
+  dtype: ComputeDtype;
+  firstBlock: number;
+  lastBlock: number;
+  embedding: boolean;
+  head: boolean;
+  tensors: NativeTensorSource[];
+}
+
+export interface NativeModel {
+  forward(o: {
+    tokens: Int32Array; // [batch * seq]
+    batch: number;
+    layers: number[];
+    logits: boolean;
+    steer?: { vectors: Float32Array; at: number }; // vectors [batch * d]
+  }): Promise<{ resid: Float32Array[]; logits?: Float32Array }>;
+  orthoLossGrad(o: {
+    x: Float32Array; // [seq * d]
+    seq: number;
+    thetas: Float32Array; // [batch * d]
+    batch: number;
+    z0: Float32Array; // [d]
+    source: number;
+    target: number;
+  }): Promise<{ loss: Float32Array; grad: Float32Array }>;
+  generate(o: {
+    tokens: Int32Array; // [seq]
+    vectors?: Float32Array; // [batch * d]
+    batch?: number;
+    at?: number;
+    maxNewTokens: number;
+    temperature: number;
+    topP: number;
+    seed: number;
+    stopTokens: number[];
+  }): Promise<{ tokens: Int32Array; lengths: Int32Array }>; // tokens [batch * maxNewTokens], -1 padded
+  release(o: { below: number; embedding: boolean }): void;
+  info(): { firstBlock: number; lastBlock: number; embedding: boolean; head: boolean; dtype: ComputeDtype };
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  version(): { torch: string };
+  getThreads(): number;
+  setThreads(n: number): void;
+  cudaAvailable(): boolean;
+  loadModel(o: NativeLoadOptions): Promise<NativeModel>;
+}
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+let addon: NativeAddon | undefined;
+
+/** Path of the built addon (cmake-js output). */
+export function addonPath(): string {
+  return join(packageRoot, "build", "Release", "melbo_native.node");
+}
+
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new MelboError("the native addon is not built: run `bash scripts/setup.sh` (or `npm run build:native`)", { file: path });
+  }
+  const loaded = createRequire(import.meta.url)(path) as NativeAddon;
+  const envThreads = Number(process.env["MELBO_THREADS"] ?? "");
+  loaded.setThreads(Number.isInteger(envThreads) && envThreads > 0 ? envThreads : availableParallelism());
+  addon = loaded;
+  return loaded;
+}
+
+/** Number of threads libtorch uses for one job (default: the available cores, or MELBO_THREADS). */
+export function setThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new MelboError(`threads must be a positive integer, got ${n}`);
+  native().setThreads(n);
+}
+
+export function getThreads(): number {
+  return native().getThreads();
+}
