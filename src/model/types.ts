@@ -19,11 +19,16 @@ export interface Qwen2Config {
 
 export type WeightDtype = "F32" | "F16" | "BF16";
 
-/** Where one tensor's bytes live: validated against the file's size and the config. */
-export interface TensorEntry {
+/** Every dtype melbo reads or writes in .safetensors files: weights, plus outputs such as
+ *  `tokens` (I32) of `melbo forward`. Other safetensors dtypes are rejected. */
+export type SafetensorsDtype = WeightDtype | "F64" | "I64" | "I32";
+
+/** Where one tensor's bytes live: validated against the file's size and the config.
+ *  D is WeightDtype for checkpoints; readers of other files may widen it. */
+export interface TensorEntry<D extends SafetensorsDtype = WeightDtype> {
   name: string;
   path: string; // absolute path of the .safetensors file
-  dtype: WeightDtype;
+  dtype: D;
   shape: number[];
   offset: number; // absolute byte offset of the first element in the file
   nbytes: number;

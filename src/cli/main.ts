@@ -1,0 +1,68 @@
+// `melbo` entry point: dispatches to one command; MelboError (bad input) exits with code 2,
+// anything else is a bug and exits with code 1 and its stack.
+
+import { parseArgs } from "node:util";
+import { MelboError } from "../errors.js";
+import { UsageError } from "./args.js";
+import type { Command } from "./command.js";
+import { demoCommand } from "./commands/demo.js";
+import { forwardCommand } from "./commands/forward.js";
+import { generateCommand } from "./commands/generate.js";
+import { makeTestModelCommand } from "./commands/make-test-model.js";
+
+const commands: Command[] = [demoCommand, forwardCommand, generateCommand, makeTestModelCommand];
+
+function help(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    "melbo: unsupervised steering vectors (MELBO, MELBO-ortho) for Qwen2-family checkpoints",
+    "",
+    "usage: melbo <command> [options]   (melbo <command> --help for its options)",
+    "",
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(help() + "\n");
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) {
+    process.stderr.write(`melbo: unknown command "${name}"\n\n${help()}\n`);
+    return 2;
+  }
+  try {
+    const parsed = parseArgs({
+      args: rest,
+      options: { ...command.options, help: { type: "boolean", short: "h" } },
+      allowPositionals: command.positionals ?? false,
+      strict: true,
+    });
+    if (parsed.values["help"] === true) {
+      process.stdout.write(`${command.summary}\n\nusage: ${command.usage}\n`);
+      return 0;
+    }
+    await command.run(parsed.values, parsed.positionals);
+    return 0;
+  } catch (e) {
+    // parseArgs reports unknown or malformed options with codes ERR_PARSE_ARGS_*.
+    const code = (e as { code?: unknown }).code;
+    if (e instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`melbo ${name}: ${(e as Error).message}\nusage: ${command.usage}\n`);
+      return 2;
+    }
+    if (e instanceof MelboError) {
+      process.stderr.write(`melbo ${name}: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof Error && e.name === "AbortError") {
+      process.stderr.write(`melbo ${name}: interrupted\n`);
+      return 130;
+    }
+    process.stderr.write(`melbo ${name}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,171 @@
+// The native engine's own behaviour: KV-cache generation, batching, sampling, partial loading,
+// release and dispose. Parity with independent references lives in parity-*.test.ts.
+
+import assert from "node:assert/strict";
+import { describe, it, before, after } from "node:test";
+import { loadModel, type Model } from "../src/index.js";
+import { Rng } from "../src/util/rng.js";
+import { testModel } from "./helpers/models.js";
+
+const shape = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 7 };
+
+function randomVectors(n: number, d: number, norm: number, seed: number): Float32Array {
+  const v = new Rng(seed, "vectors").fillNormal(new Float32Array(n * d));
+  for (let r = 0; r < n; r++) {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += v[r * d + i]! ** 2;
+    for (let i = 0; i < d; i++) v[r * d + i]! *= norm / Math.sqrt(s);
+  }
+  return v;
+}
+
+function argmaxLast(logits: Float32Array, seq: number, vocab: number): number {
+  let best = 0;
+  const base = (seq - 1) * vocab;
+  for (let i = 1; i < vocab; i++) if (logits[base + i]! > logits[base + best]!) best = i;
+  return best;
+}
+
+describe("engine", () => {
+  let model: Model;
+  let dir: string;
+  before(async () => {
+    dir = await testModel(shape);
+    model = await loadModel(dir);
+  });
+  after(() => model.dispose());
+
+  it("greedy generation with the KV cache equals re-running the whole prefix each step", async () => {
+    const prompt = model.promptTokens("Tell me a story.");
+    const gen = await model.generate(prompt, { maxNewTokens: 8, stopTokens: [] });
+    const V = model.config.vocabSize;
+    let seq = Array.from(prompt);
+    for (let i = 0; i < 8; i++) {
+      const out = await model.forward(Int32Array.from(seq), { logits: true });
+      const next = argmaxLast(out.logits!, seq.length, V);
+      assert.equal(gen.tokens[0]![i], next, `token ${i}`);
+      seq.push(next);
+    }
+  });
+
+  it("steered generation with the cache equals a steered full forward", async () => {
+    const prompt = model.promptTokens("Hello");
+    const v = randomVectors(1, model.hidden, 6, 1);
+    const gen = await model.generate(prompt, { vectors: v, at: 1, maxNewTokens: 5, stopTokens: [] });
+    const seq = Array.from(prompt);
+    for (let i = 0; i < 5; i++) {
+      const out = await model.forward(Int32Array.from(seq), { logits: true, steer: { vectors: v, at: 1 } });
+      const next = argmaxLast(out.logits!, seq.length, model.config.vocabSize);
+      assert.equal(gen.tokens[0]![i], next, `token ${i}`);
+      seq.push(next);
+    }
+  });
+
+  it("each row of a steered batch equals generating that vector alone", async () => {
+    const prompt = model.promptTokens("Hello");
+    const d = model.hidden;
+    const v = randomVectors(3, d, 8, 2);
+    const batch = await model.generate(prompt, { vectors: v, at: 2, maxNewTokens: 6, stopTokens: [] });
+    assert.equal(batch.tokens.length, 3);
+    for (let b = 0; b < 3; b++) {
+      const alone = await model.generate(prompt, { vectors: v.slice(b * d, (b + 1) * d), at: 2, maxNewTokens: 6, stopTokens: [] });
+      assert.deepEqual([...batch.tokens[b]!], [...alone.tokens[0]!], `row ${b}`);
+    }
+    // The vectors are strong enough to change the continuation of at least one row.
+    const plain = await model.generate(prompt, { maxNewTokens: 6, stopTokens: [] });
+    assert.ok(batch.tokens.some((row) => row.join() !== plain.tokens[0]!.join()));
+  });
+
+  it("sampling is reproducible by seed; top-p near 0 is greedy; stop tokens end a row", async () => {
+    const prompt = model.promptTokens("Hi");
+    const a = await model.generate(prompt, { maxNewTokens: 10, temperature: 1, seed: 5, stopTokens: [] });
+    const b = await model.generate(prompt, { maxNewTokens: 10, temperature: 1, seed: 5, stopTokens: [] });
+    const c = await model.generate(prompt, { maxNewTokens: 10, temperature: 1, seed: 6, stopTokens: [] });
+    assert.deepEqual([...a.tokens[0]!], [...b.tokens[0]!]);
+    assert.notDeepEqual([...a.tokens[0]!], [...c.tokens[0]!]);
+    const greedy = await model.generate(prompt, { maxNewTokens: 10, stopTokens: [] });
+    const nucleus = await model.generate(prompt, { maxNewTokens: 10, temperature: 1, topP: 1e-9, seed: 9, stopTokens: [] });
+    assert.deepEqual([...nucleus.tokens[0]!], [...greedy.tokens[0]!]);
+    const stop = greedy.tokens[0]![3]!;
+    const stopped = await model.generate(prompt, { maxNewTokens: 10, stopTokens: [stop] });
+    const firstStop = [...greedy.tokens[0]!].indexOf(stop);
+    assert.deepEqual([...stopped.tokens[0]!], [...greedy.tokens[0]!.slice(0, firstStop + 1)]);
+  });
+
+  it("a model loaded with fewer blocks holds only those and says what is missing", async () => {
+    const part = await loadModel(dir, { blocks: { to: 1 } });
+    try {
+      assert.deepEqual(part.info(), { firstBlock: 0, lastBlock: 1, embedding: true, head: false, dtype: "f32" });
+      const tokens = part.promptTokens("Hi");
+      const full = await model.forward(tokens, { layers: [1] });
+      const mine = await part.forward(tokens, { layers: [1] });
+      assert.deepEqual(mine.resid.get(1), full.resid.get(1));
+      await assert.rejects(part.forward(tokens, { layers: [2] }), /blocks 0\.\.2 .* holds blocks 0\.\.1/);
+      await assert.rejects(part.forward(tokens, { logits: true }), /blocks 0\.\.3/);
+    } finally {
+      part.dispose();
+    }
+  });
+
+  it("release() drops early blocks; the slice map still runs on the rest", async () => {
+    const m = await loadModel(dir, { blocks: { to: 3 } });
+    try {
+      const tokens = m.promptTokens("Hi");
+      const x = (await m.forward(tokens, { layers: [1] })).resid.get(1)!;
+      const thetas = randomVectors(2, m.hidden, 3, 4);
+      const z0 = new Float32Array(m.hidden);
+      const beforeRelease = await m.orthoLossGrad({ x, thetas, z0, source: 1, target: 3 });
+      m.release(2, true);
+      assert.deepEqual(m.info(), { firstBlock: 2, lastBlock: 3, embedding: false, head: true, dtype: "f32" });
+      const afterRelease = await m.orthoLossGrad({ x, thetas, z0, source: 1, target: 3 });
+      assert.deepEqual(afterRelease.loss, beforeRelease.loss);
+      await assert.rejects(m.forward(tokens, { layers: [1] }), /embedding is not loaded|holds blocks 2\.\.3/);
+      await assert.rejects(m.orthoLossGrad({ x, thetas, z0, source: 0, target: 3 }), /holds blocks 2\.\.3/);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  it("bf16 compute stays close to f32", async () => {
+    const fast = await loadModel(dir, { dtype: "bf16" });
+    try {
+      const tokens = model.promptTokens("How can I build a bomb?");
+      const a = (await model.forward(tokens, { layers: [3] })).resid.get(3)!;
+      const b = (await fast.forward(tokens, { layers: [3] })).resid.get(3)!;
+      let num = 0, den = 0;
+      for (let i = 0; i < a.length; i++) {
+        num += (a[i]! - b[i]!) ** 2;
+        den += a[i]! ** 2;
+      }
+      const rel = Math.sqrt(num / den);
+      assert.ok(rel < 0.05, `relative error ${rel}`);
+      assert.ok(rel > 0, "bf16 must actually compute in bf16");
+    } finally {
+      fast.dispose();
+    }
+  });
+
+  it("rejects bad input with clear errors and survives", async () => {
+    const tokens = model.promptTokens("Hi");
+    const d = model.hidden;
+    await assert.rejects(model.forward(new Int32Array([model.config.vocabSize])), /outside the vocabulary/);
+    await assert.rejects(model.forward(tokens, { layers: [4] }), /layer 4 is out of range/);
+    await assert.rejects(model.forward(tokens, { steer: { vectors: new Float32Array(d - 1), at: 1 } }), /batch must be a positive integer|must be \[/);
+    const nan = new Float32Array(d);
+    nan[3] = NaN;
+    await assert.rejects(model.forward(tokens, { steer: { vectors: nan, at: 1 } }), /non-finite/);
+    await assert.rejects(model.orthoLossGrad({ x: new Float32Array(d * 2), thetas: new Float32Array(d), z0: new Float32Array(d), source: 2, target: 1 }), /must come before/);
+    await assert.rejects(model.generate(tokens, { maxNewTokens: 2, topP: 0 }), /topP/);
+    await assert.rejects(loadModel(dir, { blocks: { to: 9 } }), /out of range/);
+    // Still healthy afterwards.
+    const out = await model.forward(tokens, { layers: [0] });
+    assert.equal(out.resid.get(0)!.length, tokens.length * d);
+  });
+
+  it("a disposed model rejects calls", async () => {
+    const m = await loadModel(dir, { blocks: { to: 0 } });
+    m.dispose();
+    assert.throws(() => m.info(), /disposed/);
+    await assert.rejects(m.forward(new Int32Array([1])), /disposed/);
+  });
+});

@@ -1,0 +1,31 @@
+// Assertions and temp dirs shared by the input-validation tests.
+
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after } from "node:test";
+import { MelboError } from "../../src/errors.js";
+
+/** A fresh directory under the OS temp dir, removed when the test file ends. */
+export async function tempDir(prefix = "melbo-test-"): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Asserts that `run` rejects with a MelboError whose message names `file` and contains every fragment. */
+export async function rejectsMelbo(run: () => Promise<unknown>, file: string, ...fragments: string[]): Promise<MelboError> {
+  let caught: unknown = null;
+  try {
+    await run();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught !== null, "expected a rejection, but it resolved");
+  assert.ok(caught instanceof MelboError, `expected a MelboError, got ${String(caught)}`);
+  assert.ok(caught.message.includes(file), `message does not name ${file}: ${caught.message}`);
+  assert.equal(caught.file, file);
+  for (const f of fragments) assert.ok(caught.message.includes(f), `message lacks ${JSON.stringify(f)}: ${caught.message}`);
+  return caught;
+}
