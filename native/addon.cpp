@@ -2,7 +2,12 @@
 #include <napi.h>
 #include <torch/torch.h>
 
+#include "abort_flag.h"
 #include "model_object.h"
+#include "js_convert.h"
+#include "projection.h"
+
+#include <cstring>
 #include "promise_worker.h"
 
 namespace melbo {
@@ -40,11 +45,51 @@ Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
 }
 
+// projectBlock({rows: Float64Array [B*d], basis: Float64Array [m*d], d, device: "cpu" | "cuda", reference})
+//   -> Float64Array [B*d]. Synchronous: for tests of the projection kernel and its CPU twin.
+Napi::Value ProjectBlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "projectBlock(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t d = melbo::getInt(o, "d");
+  auto read = [&](const char* key) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throw Napi::TypeError::New(env, std::string("option '") + key + "' must be a Float64Array");
+    }
+    auto a = v.As<Napi::Float64Array>();
+    if (d < 1 || a.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, std::string("option '") + key + "' must be [n * d]");
+    auto n = static_cast<int64_t>(a.ElementLength()) / d;
+    return n == 0 ? torch::zeros({0, d}, torch::kDouble) : torch::from_blob(a.Data(), {n, d}, torch::kDouble).clone();
+  };
+  auto rows = read("rows"), basis = read("basis");
+  const bool cuda = o.Get("device").IsString() && o.Get("device").As<Napi::String>().Utf8Value() == "cuda";
+  const bool reference = melbo::getBool(o, "reference", false);
+  try {
+    if (cuda) {
+      rows = rows.to(torch::kCUDA);
+      basis = basis.to(torch::kCUDA);
+    }
+    auto out = reference ? melbo::projectBlockReference(rows, basis) : melbo::projectBlock(rows, basis);
+    out = out.to(torch::kCPU).contiguous();
+    auto result = Napi::Float64Array::New(env, static_cast<size_t>(out.numel()));
+    std::memcpy(result.Data(), out.data_ptr<double>(), static_cast<size_t>(out.numel()) * sizeof(double));
+    return result;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(env, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
   exports.Set("getThreads", Napi::Function::New(env, GetThreads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("cudaAvailable", Napi::Function::New(env, CudaAvailable));
+  exports.Set("AbortFlag", melbo::AbortFlag::Define(env));
+  exports.Set("cudaKernelsBuilt", Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), melbo::projectionCudaBuilt()); }));
+  exports.Set("projectBlock", Napi::Function::New(env, ProjectBlock));
   exports.Set("Model", melbo::ModelObject::Define(env));
   exports.Set("loadModel", Napi::Function::New(env, melbo::ModelObject::Load));
   return exports;

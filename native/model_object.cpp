@@ -1,6 +1,8 @@
 #include "model_object.h"
 
+#include "abort_flag.h"
 #include "generate.h"
+#include "ortho.h"
 #include "js_convert.h"
 #include "promise_worker.h"
 #include "slice.h"
@@ -68,6 +70,7 @@ Napi::Function ModelObject::Define(Napi::Env env) {
                                         InstanceMethod<&ModelObject::Forward>("forward"),
                                         InstanceMethod<&ModelObject::OrthoLossGrad>("orthoLossGrad"),
                                         InstanceMethod<&ModelObject::Generate>("generate"),
+                                        InstanceMethod<&ModelObject::OrthoBlock>("orthoBlock"),
                                         InstanceMethod<&ModelObject::Release>("release"),
                                         InstanceMethod<&ModelObject::Info>("info"),
                                         InstanceMethod<&ModelObject::Dispose>("dispose"),
@@ -191,6 +194,82 @@ Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
         Napi::Object out = Napi::Object::New(env);
         out.Set("tokens", toInt32Array(env, res.tokens));
         out.Set("lengths", toInt32Array(env, res.lengths));
+        return out;
+      });
+}
+
+// orthoBlock({x: Float32Array [T*d], seq, theta0: Float32Array [d], basis: Float64Array [m*d], rows, steps,
+//             source, target, lr, beta1, beta2, eps, projectGradient, lossTolerance, progressEvery,
+//             abort?: AbortFlag}, onProgress?: (p) => void)
+//   -> {thetas: Float32Array [rows*d], losses: Float32Array [rows], steps: Int32Array [rows]}
+Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "orthoBlock(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t d = model->cfg.hidden;
+  OrthoRequest r;
+  r.x = float32Tensor(o, "x", {getInt(o, "seq"), d});
+  r.theta0 = float32Tensor(o, "theta0", {d});
+  Napi::Value basisValue = o.Get("basis");
+  if (!basisValue.IsTypedArray() || basisValue.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw Napi::TypeError::New(env, "option 'basis' must be a Float64Array");
+  }
+  auto basisArray = basisValue.As<Napi::Float64Array>();
+  if (basisArray.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "option 'basis' must be [m * d]");
+  const auto m = static_cast<int64_t>(basisArray.ElementLength()) / d;
+  r.basis = m == 0 ? torch::zeros({0, d}, torch::kDouble) : torch::from_blob(basisArray.Data(), {m, d}, torch::kDouble).clone();
+  r.rows = getInt(o, "rows");
+  r.steps = getInt(o, "steps");
+  r.source = getInt(o, "source");
+  r.target = getInt(o, "target");
+  r.lr = getNumber(o, "lr", 0.01);
+  r.beta1 = getNumber(o, "beta1", 0.9);
+  r.beta2 = getNumber(o, "beta2", 0.999);
+  r.eps = getNumber(o, "eps", 1e-8);
+  r.projectGradient = getBool(o, "projectGradient", false);
+  r.lossTolerance = getNumber(o, "lossTolerance", 0);
+  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
+  if (has(o, "abort")) {
+    auto flag = AbortFlag::From(o.Get("abort"));
+    r.aborted = [flag]() { return flag->load(); };
+  }
+  std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
+  if (info.Length() > 1 && info[1].IsFunction()) {
+    tsfn = std::make_shared<Napi::ThreadSafeFunction>(
+        Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "melbo-progress", 0, 1));
+    r.progress = [tsfn](const OrthoProgress& p) {
+      auto* copy = new OrthoProgress(p);
+      auto status = tsfn->NonBlockingCall(copy, [](Napi::Env env, Napi::Function callback, OrthoProgress* p) {
+        Napi::Object event = Napi::Object::New(env);
+        event.Set("step", Napi::Number::New(env, static_cast<double>(p->step)));
+        event.Set("steps", Napi::Number::New(env, static_cast<double>(p->steps)));
+        event.Set("meanLoss", Napi::Number::New(env, p->meanLoss));
+        event.Set("minLoss", Napi::Number::New(env, p->minLoss));
+        delete p;
+        callback.Call({event});  // an exception thrown by the callback surfaces as uncaught in JS
+      });
+      if (status != napi_ok) delete copy;
+    };
+  }
+  using Result = OrthoResult;
+  return PromiseWorker<Result>::Start(
+      env,
+      [model, r, tsfn]() {
+        // Release the progress function however the job ends, so the process can exit.
+        struct ReleaseGuard {
+          std::shared_ptr<Napi::ThreadSafeFunction> f;
+          ~ReleaseGuard() {
+            if (f) f->Release();
+          }
+        } guard{tsfn};
+        return orthoBlock(*model, r);
+      },
+      [](Napi::Env env, Result& res) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("thetas", toFloat32Array(env, res.thetas));
+        out.Set("losses", toFloat32Array(env, res.losses));
+        out.Set("steps", toInt32Array(env, res.steps));
         return out;
       });
 }

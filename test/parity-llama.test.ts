@@ -102,9 +102,7 @@ for (const c of CASES) {
     });
 
     it("GGUF metadata reads back as the checkpoint's config", async () => {
-      const llamaCpp = (await loadLlamaModule()) as unknown as {
-        readGgufFileInfo(path: string, options: { readTensorInfo: boolean }): Promise<{ metadata: Record<string, any> }>;
-      };
+      const llamaCpp = await loadLlamaModule();
       const { metadata } = await llamaCpp.readGgufFileInfo(ggufPath, { readTensorInfo: false });
       const q = metadata.qwen2;
       assert.equal(metadata.general.architecture, "qwen2");

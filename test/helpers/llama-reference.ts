@@ -25,16 +25,17 @@ const ENTRY = "test/reference/llama/node_modules/node-llama-cpp/dist/index.js";
 
 // The parts of node-llama-cpp's API used here (its own types live in a folder that tsc does not
 // see).
-interface LlamaModule {
+export interface LlamaModule {
   getLlama(options: Record<string, unknown>): Promise<Llama>;
+  /** GGUF metadata as llama.cpp's readers see it, nested by key (`qwen2.rope.freq_base`). */
+  readGgufFileInfo(path: string, options: { readTensorInfo: boolean }): Promise<{ metadata: GgufMetadata }>;
 }
+export type GgufMetadata = Record<string, any>;
 interface Llama {
   loadModel(options: Record<string, unknown>): Promise<LlamaModel>;
   dispose(): Promise<void>;
 }
 interface LlamaModel {
-  readonly tokenizer: unknown;
-  readonly trainContextSize: number;
   createContext(options: Record<string, unknown>): Promise<LlamaContext>;
   dispose(): Promise<void>;
 }

@@ -2,8 +2,9 @@
 // parity tests. Inputs and outputs cross through temporary .safetensors files written and read
 // with melbo's own safetensors code (the script parses them by hand, so both sides are checked).
 //
-// The reference needs Debian's python3-torch, which imports only under /usr/bin/python3. When it
-// is missing, checkPythonTorch() throws: parity tests must fail loudly, never skip silently.
+// The reference needs Debian's python3-torch, which imports only under /usr/bin/python3 (another
+// interpreter with torch and numpy can be named in MELBO_REFERENCE_PYTHON). When it is missing,
+// checkPythonTorch() throws: parity tests must fail loudly, never skip silently.
 
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -13,7 +14,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readSafetensorsTensor, writeSafetensors, type TensorToWrite } from "../../src/model/safetensors.js";
 
-export const PYTHON = "/usr/bin/python3";
+export const PYTHON = process.env["MELBO_REFERENCE_PYTHON"] || "/usr/bin/python3";
 
 /** The script lives in the source tree; this module may run from dist/test/helpers or test/helpers. */
 function findScript(): string {
@@ -31,7 +32,8 @@ export const REFERENCE_SCRIPT = findScript();
 function run(args: string[], timeoutMs = 600_000): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     execFile(PYTHON, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${PYTHON} ${args.join(" ")} failed: ${err.message}\n${stderr}`));
+      // execFile's message already holds the command and its stderr.
+      if (err) reject(new Error(err.message.includes(stderr) ? err.message : `${err.message}\n${stderr}`));
       else resolvePromise(stdout);
     });
   });
@@ -46,7 +48,7 @@ export function checkPythonTorch(): Promise<string> {
     (e: unknown) => {
       throw new Error(
         `the Python parity reference needs torch and numpy under ${PYTHON} ` +
-          `(Debian: apt-get install python3-torch python3-numpy): ${e instanceof Error ? e.message : String(e)}`,
+          `(Debian: apt-get install python3-torch python3-numpy; or set MELBO_REFERENCE_PYTHON): ${e instanceof Error ? e.message : String(e)}`,
       );
     },
   );

@@ -131,8 +131,8 @@ class Qwen2:
         k = k * cos + self.rotate_half(k) * sin
         # GQA: query head h uses kv head h // (heads / kv_heads), as HF's repeat_kv does.
         rep = self.n_heads // self.n_kv
-        k = k.repeat(1, rep, 1, 1)
-        v = v.repeat(1, rep, 1, 1)
+        k = k.repeat_interleave(rep, dim=1)  # [B, heads, S, hd]
+        v = v.repeat_interleave(rep, dim=1)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)  # [B, heads, S, S]
         causal = torch.ones(S, S, dtype=torch.bool).triu(1)  # True above the diagonal: future
         scores = scores.masked_fill(causal, float("-inf"))

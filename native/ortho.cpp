@@ -1,0 +1,73 @@
+#include "ortho.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "projection.h"
+#include "slice.h"
+
+namespace melbo {
+
+OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
+  const int64_t d = model.cfg.hidden, B = r.rows;
+  if (r.source < 0 || r.source >= r.target || r.target >= model.cfg.layers) {
+    throw std::runtime_error("need 0 <= source < target < " + std::to_string(model.cfg.layers));
+  }
+  model.requireBlocks(r.source + 1, r.target, "the ortho search");
+  if (B < 1 || r.steps < 0) throw std::runtime_error("ortho: rows must be >= 1 and steps >= 0");
+  if (r.basis.dim() != 2 || (r.basis.size(0) > 0 && r.basis.size(1) != d)) throw std::runtime_error("ortho: basis must be [m, d]");
+
+  const auto rope = model.rope(0, r.x.size(0));
+  auto theta = r.theta0.reshape({1, d}).expand({B, d}).clone();  // [B, d] every row starts at theta0
+  torch::Tensor z0;  // [B, d]
+  {
+    // The target is computed with the block's own batch shape, so that at theta0 every row's
+    // loss is exactly 0 (same inputs, same kernels): the first step is then a true no-op.
+    torch::NoGradGuard noGrad;
+    z0 = sliceMean(model, r.x, theta, r.source, r.target, rope);
+  }
+  auto m = torch::zeros_like(theta), v = torch::zeros_like(theta);  // Adam state, one per row
+  auto active = torch::ones({B, 1}, torch::kBool);
+  auto steps = torch::full({B}, r.steps, torch::kInt);
+  const double b1 = r.beta1, b2 = r.beta2;
+
+  for (int64_t step = 1; step <= r.steps; ++step) {
+    if (r.aborted && r.aborted()) throw Aborted();
+    auto leaf = theta.detach().requires_grad_(true);
+    auto loss = (sliceMean(model, r.x, leaf, r.source, r.target, rope) - z0).norm(2, {-1});  // [B]
+    loss.sum().backward();
+    torch::NoGradGuard noGrad;
+    auto grad = leaf.grad();  // [B, d]; a zero norm has gradient 0 (never NaN)
+    if (r.lossTolerance > 0) {
+      auto done = (loss.detach() <= r.lossTolerance).unsqueeze(1) & active;  // reached before this step
+      if (done.any().item<bool>()) {
+        auto newlyDone = done.squeeze(1);
+        steps.masked_fill_(newlyDone, static_cast<int32_t>(step - 1));
+        active &= ~done;
+      }
+      if (!active.any().item<bool>()) break;
+    }
+    if (r.projectGradient) grad = projectOutBasis(grad, r.basis).to(torch::kFloat);
+    // Adam exactly as torch.optim.Adam's single-tensor update (weight_decay 0), per row.
+    auto mNext = m * b1 + grad * (1 - b1);
+    auto vNext = v.mul(b2).addcmul_(grad, grad, 1 - b2);
+    const double bias1 = 1 - std::pow(b1, static_cast<double>(step));
+    const double bias2 = 1 - std::pow(b2, static_cast<double>(step));
+    auto denom = (vNext.sqrt() / std::sqrt(bias2)).add_(r.eps);
+    auto updated = theta.addcdiv(mNext, denom, -r.lr / bias1);
+    theta = torch::where(active, updated, theta);
+    m = torch::where(active, mNext, m);
+    v = torch::where(active, vNext, v);
+    theta = projectBlock(theta, r.basis).to(torch::kFloat);
+    if (r.progress && (step % r.progressEvery == 0 || step == r.steps)) {
+      auto l = loss.detach();
+      r.progress(OrthoProgress{step, r.steps, l.mean().item<double>(), l.min().item<double>()});
+    }
+  }
+  torch::NoGradGuard noGrad;
+  auto finalLoss = (sliceMean(model, r.x, theta, r.source, r.target, rope) - z0).norm(2, {-1});
+  return OrthoResult{theta, finalLoss, steps};
+}
+
+}  // namespace melbo

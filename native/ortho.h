@@ -1,0 +1,45 @@
+// The MELBO-ortho optimisation of one block of B vectors, all steps in C++.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+
+#include "qwen2.h"
+
+namespace melbo {
+
+struct OrthoProgress {
+  int64_t step = 0, steps = 0;
+  double meanLoss = 0, minLoss = 0;  // over the block's rows, at the last step
+};
+
+struct OrthoRequest {
+  torch::Tensor x;       // [T, d] float32: resid(source) of the unsteered prompt
+  torch::Tensor theta0;  // [d] float32: the seed vector, also every row's start
+  torch::Tensor basis;   // [m, d] float64, orthonormal: theta0's direction and all vectors found
+  int64_t rows = 1;      // B
+  int64_t steps = 1000;  // T
+  int64_t source = 8, target = 16;
+  double lr = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  bool projectGradient = false;  // `grad` mode: also project the gradient before the Adam step
+  double lossTolerance = 0;      // > 0: a row stops once its loss is at or below this
+  int64_t progressEvery = 10;
+  std::function<void(const OrthoProgress&)> progress;  // may be empty
+  std::function<bool()> aborted;                       // may be empty
+};
+
+struct OrthoResult {
+  torch::Tensor thetas;  // [B, d] float32, orthogonal to the basis and to each other
+  torch::Tensor losses;  // [B] float32: loss at the final thetas
+  torch::Tensor steps;   // [B] int32: Adam steps each row took
+};
+
+OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& request);
+
+// Thrown when request.aborted() says so; the addon turns it into an AbortError.
+struct Aborted : std::runtime_error {
+  Aborted() : std::runtime_error("aborted") {}
+};
+
+}  // namespace melbo
