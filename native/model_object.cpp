@@ -71,6 +71,7 @@ Napi::Function ModelObject::Define(Napi::Env env) {
                                         InstanceMethod<&ModelObject::OrthoLossGrad>("orthoLossGrad"),
                                         InstanceMethod<&ModelObject::Generate>("generate"),
                                         InstanceMethod<&ModelObject::OrthoBlock>("orthoBlock"),
+                                        InstanceMethod<&ModelObject::SliceMean>("sliceMean"),
                                         InstanceMethod<&ModelObject::Release>("release"),
                                         InstanceMethod<&ModelObject::Info>("info"),
                                         InstanceMethod<&ModelObject::Dispose>("dispose"),
@@ -166,6 +167,28 @@ Napi::Value ModelObject::OrthoLossGrad(const Napi::CallbackInfo& info) {
         out.Set("grad", toFloat32Array(env, res.grad));
         return out;
       });
+}
+
+// sliceMean({x: Float32Array [T*d], seq, thetas: Float32Array [B*d], batch, source, target})
+//   -> Float32Array [B*d]: z(theta_b) = mean over positions of f_{s->t}(x + theta_b)
+Napi::Value ModelObject::SliceMean(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "sliceMean(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t d = model->cfg.hidden;
+  auto x = float32Tensor(o, "x", {getInt(o, "seq"), d});
+  auto thetas = float32Tensor(o, "thetas", {getInt(o, "batch"), d});
+  const int64_t source = getInt(o, "source"), target = getInt(o, "target");
+  using Result = torch::Tensor;
+  return PromiseWorker<Result>::Start(
+      env,
+      [model, x, thetas, source, target]() {
+        torch::NoGradGuard noGrad;
+        if (source < 0 || source >= target || target >= model->cfg.layers) throw std::runtime_error("need 0 <= source < target < layers");
+        return sliceMean(*model, x, thetas, source, target, model->rope(0, x.size(0)));
+      },
+      [](Napi::Env env, Result& z) -> Napi::Value { return toFloat32Array(env, z); });
 }
 
 // generate({tokens: Int32Array [T], vectors?: Float32Array [B*d], batch, at, maxNewTokens,

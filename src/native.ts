@@ -70,12 +70,43 @@ export interface NativeModel {
     seed: number;
     stopTokens: number[];
   }): Promise<{ tokens: Int32Array; lengths: Int32Array }>; // tokens [batch * maxNewTokens], -1 padded
+  orthoBlock(
+    o: {
+      x: Float32Array; // [seq * d] resid(source)
+      seq: number;
+      theta0: Float32Array; // [d]
+      basis: Float64Array; // [m * d] orthonormal rows
+      rows: number;
+      steps: number;
+      source: number;
+      target: number;
+      lr: number;
+      beta1: number;
+      beta2: number;
+      eps: number;
+      projectGradient: boolean;
+      lossTolerance: number;
+      progressEvery: number;
+      abort?: NativeAbortFlag;
+    },
+    onProgress?: (p: { step: number; steps: number; meanLoss: number; minLoss: number }) => void,
+  ): Promise<{ thetas: Float32Array; losses: Float32Array; steps: Int32Array }>;
+  sliceMean(o: { x: Float32Array; seq: number; thetas: Float32Array; batch: number; source: number; target: number }): Promise<Float32Array>;
   release(o: { below: number; embedding: boolean }): void;
   info(): { firstBlock: number; lastBlock: number; embedding: boolean; head: boolean; dtype: ComputeDtype };
   dispose(): void;
 }
 
+export interface NativeAbortFlag {
+  abort(): void;
+  aborted(): boolean;
+}
+
 export interface NativeAddon {
+  AbortFlag: new () => NativeAbortFlag;
+  cudaKernelsBuilt(): boolean;
+  /** Synchronous projection of a block (tests of the kernel and its CPU twin). */
+  projectBlock(o: { rows: Float64Array; basis: Float64Array; d: number; device?: "cpu" | "cuda"; reference?: boolean }): Float64Array;
   version(): { torch: string };
   getThreads(): number;
   setThreads(n: number): void;

@@ -9,8 +9,9 @@ import { demoCommand } from "./commands/demo.js";
 import { forwardCommand } from "./commands/forward.js";
 import { generateCommand } from "./commands/generate.js";
 import { makeTestModelCommand } from "./commands/make-test-model.js";
+import { orthoCommand } from "./commands/ortho.js";
 
-const commands: Command[] = [demoCommand, forwardCommand, generateCommand, makeTestModelCommand];
+const commands: Command[] = [demoCommand, orthoCommand, forwardCommand, generateCommand, makeTestModelCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -59,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (e instanceof Error && e.name === "AbortError") {
-      process.stderr.write(`melbo ${name}: interrupted\n`);
+      process.stderr.write(`melbo ${name}: ${e.message}\n`);
       return 130;
     }
     process.stderr.write(`melbo ${name}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);

@@ -2,7 +2,7 @@
 // the JS side so the user gets a MelboError naming the problem, never a native crash.
 
 import { MelboError } from "../errors.js";
-import { native, type ComputeDtype, type NativeModel } from "../native.js";
+import { native, type ComputeDtype, type NativeAbortFlag, type NativeModel } from "../native.js";
 import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
 import { loadTokenizer, type PromptOptions, type TextCodec } from "./tokenizer.js";
 import type { Checkpoint, Qwen2Config } from "./types.js";
@@ -66,6 +66,36 @@ export interface OrthoLossGradOptions {
   z0: Float32Array;
   source: number;
   target: number;
+}
+
+export interface OrthoBlockOptions {
+  x: Float32Array; // [seq * d] resid(source) of the unsteered prompt
+  theta0: Float32Array; // [d]
+  basis: Float64Array; // [m * d] orthonormal
+  rows: number;
+  steps: number;
+  source: number;
+  target: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  projection: "post" | "grad";
+  lossTolerance: number; // 0 = off
+  progressEvery?: number;
+  signal?: AbortSignal;
+}
+
+export interface OrthoBlockProgress {
+  step: number;
+  steps: number;
+  meanLoss: number;
+  minLoss: number;
+}
+
+export interface OrthoBlockResult {
+  thetas: Float32Array; // [rows * d]
+  losses: Float32Array; // [rows], at the final thetas
+  steps: Int32Array; // [rows]
 }
 
 function checkFinite(values: Float32Array, what: string): void {
@@ -184,6 +214,16 @@ export class Model {
     });
   }
 
+  /** z(θ_b) = mean over positions of f_{s→t}(x + θ_b): [batch * d]. */
+  async sliceMean(o: { x: Float32Array; thetas: Float32Array; source: number; target: number }): Promise<Float32Array> {
+    const d = this.hidden;
+    this.checkSlice(o.source, o.target);
+    if (o.x.length === 0 || o.x.length % d !== 0) throw new MelboError(`x must be [seq × ${d}], got ${o.x.length} values`);
+    if (o.thetas.length === 0 || o.thetas.length % d !== 0) throw new MelboError(`thetas must be [batch × ${d}], got ${o.thetas.length} values`);
+    checkFinite(o.thetas, "thetas");
+    return this.native().sliceMean({ x: o.x, seq: o.x.length / d, thetas: o.thetas, batch: o.thetas.length / d, source: o.source, target: o.target });
+  }
+
   /** Continuations of one prompt, one per steering vector (KV cache, batched). New tokens only. */
   async generate(tokens: Int32Array, options: GenerateOptions): Promise<{ tokens: Int32Array[] }> {
     if (tokens.length === 0) throw new MelboError("generate: the prompt has no tokens");
@@ -217,6 +257,55 @@ export class Model {
       rows.push(out.tokens.slice(b * options.maxNewTokens, b * options.maxNewTokens + out.lengths[b]!));
     }
     return { tokens: rows };
+  }
+
+  /**
+   * Runs `steps` MELBO-ortho steps for a block of `rows` vectors natively (see search/ortho.ts,
+   * which owns the basis, the stop rules and the files). Rejects with an AbortError on abort.
+   */
+  async orthoBlock(o: OrthoBlockOptions, onProgress?: (p: OrthoBlockProgress) => void): Promise<OrthoBlockResult> {
+    const d = this.hidden;
+    this.checkSlice(o.source, o.target);
+    if (o.theta0.length !== d) throw new MelboError(`θ0 must have ${d} values (the model's hidden size), got ${o.theta0.length}`);
+    if (o.x.length === 0 || o.x.length % d !== 0) throw new MelboError(`x must be [seq × ${d}], got ${o.x.length} values`);
+    if (o.basis.length % d !== 0) throw new MelboError(`basis must be [m × ${d}], got ${o.basis.length} values`);
+    checkFinite(o.theta0, "θ0");
+    let flag: NativeAbortFlag | undefined;
+    const signal = o.signal;
+    const onAbort = () => flag?.abort();
+    if (signal) {
+      signal.throwIfAborted();
+      flag = new (native().AbortFlag)();
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    try {
+      return await this.native().orthoBlock(
+        {
+          x: o.x,
+          seq: o.x.length / d,
+          theta0: o.theta0,
+          basis: o.basis,
+          rows: o.rows,
+          steps: o.steps,
+          source: o.source,
+          target: o.target,
+          lr: o.lr,
+          beta1: o.betas[0],
+          beta2: o.betas[1],
+          eps: o.eps,
+          projectGradient: o.projection === "grad",
+          lossTolerance: o.lossTolerance,
+          progressEvery: o.progressEvery ?? 10,
+          ...(flag ? { abort: flag } : {}),
+        },
+        onProgress,
+      );
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason ?? new DOMException("aborted", "AbortError");
+      throw e;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
   }
 
   /** Frees blocks below `below` (and the embedding) once a job no longer needs them. */

@@ -1,0 +1,260 @@
+// MELBO-ortho (algorithm.md §2): given θ0, find vectors orthogonal to θ0 and to each other
+// that reproduce θ0's effect at the target block. The step loop of a block runs natively;
+// this module owns the basis, the stop rules, progress and the run files (checkpoint/resume).
+
+import { MelboError } from "../errors.js";
+import type { Model } from "../model/model.js";
+import { OrthonormalBasis, maxAbsCosine, norm, row } from "./basis.js";
+import { readRun, writeRun, type RunState, type VectorLogLine } from "./run-files.js";
+
+export type Projection = "post" | "grad";
+
+export interface OrthoOptions {
+  /** Prompt token ids (e.g. model.promptTokens(text)). */
+  tokens: Int32Array;
+  /** The seed vector θ0, [d]. */
+  theta0: Float32Array;
+  /** How many vectors to find after θ0. */
+  count: number;
+  source?: number; // default 8
+  target?: number; // default 16
+  /** Vectors optimised at once (block mode); 1 = the sequential algorithm. */
+  block?: number;
+  steps?: number; // default 1000
+  lr?: number; // default 0.01
+  betas?: [number, number]; // default [0.9, 0.999]
+  eps?: number; // default 1e-8
+  /** "post" (seed-exact, default): project θ after each Adam step; "grad": also project the gradient before it. */
+  projection?: Projection;
+  /** > 0: a vector's steps end once its loss is at or below this (default 0: off, the original's semantics). */
+  lossTolerance?: number;
+  /** Stop once `patience` consecutive vectors have a norm below `minNorm` (defaults 0.1, 10). */
+  minNorm?: number;
+  patience?: number;
+  /** Rows whose norm falls below this after the in-block orthogonalisation are dropped (default 1e-5). */
+  dropNorm?: number;
+  /** Directory for vectors.safetensors + log.jsonl, written after every block. */
+  out?: string;
+  /** Continue the run saved in `out` (its settings must match). */
+  resume?: boolean;
+  /** Extra metadata for the vectors file (model path, prompt text, θ0 source). */
+  metadata?: Record<string, string>;
+  signal?: AbortSignal;
+  /** Free blocks 0..source and the embedding once resid(source) is computed (CLI: saves memory). */
+  releaseEarlyBlocks?: boolean;
+  /** Progress events every this many steps (default 10). */
+  progressEvery?: number;
+}
+
+/** Everything that decides the numbers, saved with the run and checked on resume. */
+export interface OrthoSettings {
+  source: number;
+  target: number;
+  tokens: number[];
+  block: number;
+  steps: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  projection: Projection;
+  lossTolerance: number;
+  minNorm: number;
+  patience: number;
+  dropNorm: number;
+  dtype: string;
+}
+
+export type OrthoEvent =
+  | { type: "start"; resumedFrom: number; count: number; d: number; denominator: number; x: Float32Array; z0: Float32Array }
+  | { type: "progress"; found: number; count: number; blockRows: number; step: number; steps: number; meanLoss: number; minLoss: number; vectorStepsPerSecond: number; etaSeconds: number }
+  | ({ type: "vector" } & VectorLogLine & { theta: Float32Array })
+  | { type: "dropped"; norm: number }
+  | { type: "checkpoint"; found: number }
+  | { type: "done"; reason: StopReason; found: number; dropped: number; maxAbsCos: number; vectors: Float32Array; log: VectorLogLine[] };
+
+export type StopReason = "count" | "norm" | "dimension";
+
+function settingsOf(model: Model, o: OrthoOptions): OrthoSettings {
+  return {
+    source: o.source ?? 8,
+    target: o.target ?? 16,
+    tokens: [...o.tokens],
+    block: o.block ?? 1,
+    steps: o.steps ?? 1000,
+    lr: o.lr ?? 0.01,
+    betas: o.betas ?? [0.9, 0.999],
+    eps: o.eps ?? 1e-8,
+    projection: o.projection ?? "post",
+    lossTolerance: o.lossTolerance ?? 0,
+    minNorm: o.minNorm ?? 0.1,
+    patience: o.patience ?? 10,
+    dropNorm: o.dropNorm ?? 1e-5,
+    dtype: model.info().dtype,
+  };
+}
+
+function validate(model: Model, o: OrthoOptions, s: OrthoSettings): void {
+  const d = model.hidden;
+  const L = model.config.numLayers;
+  if (o.theta0.length !== d) throw new MelboError(`θ0 has ${o.theta0.length} values, the model's hidden size is ${d}`);
+  for (let i = 0; i < d; i++) if (!Number.isFinite(o.theta0[i]!)) throw new MelboError(`θ0 contains a non-finite value (${o.theta0[i]}) at index ${i}`);
+  if (!(norm(o.theta0) > 0)) throw new MelboError("θ0 is the zero vector: there is no effect to reproduce");
+  for (const [name, k] of [["source", s.source], ["target", s.target]] as const) {
+    if (!Number.isInteger(k) || k < 0 || k >= L) throw new MelboError(`${name} block ${k} is out of range: this model has blocks 0..${L - 1}`);
+  }
+  if (s.source >= s.target) throw new MelboError(`source block ${s.source} must come before target block ${s.target}`);
+  if (!Number.isInteger(o.count) || o.count < 1) throw new MelboError(`count must be a positive integer, got ${o.count}`);
+  if (!Number.isInteger(s.block) || s.block < 1) throw new MelboError(`block must be a positive integer, got ${s.block}`);
+  if (!Number.isInteger(s.steps) || s.steps < 0) throw new MelboError(`steps must be a non-negative integer, got ${s.steps}`);
+  if (!(s.lr > 0)) throw new MelboError(`lr must be > 0, got ${s.lr}`);
+  if (!(s.patience >= 1) || !Number.isInteger(s.patience)) throw new MelboError(`patience must be a positive integer, got ${s.patience}`);
+  if (s.projection !== "post" && s.projection !== "grad") throw new MelboError(`projection must be "post" or "grad", got "${String(s.projection)}"`);
+  if (o.tokens.length === 0) throw new MelboError("the prompt has no tokens");
+}
+
+function sameSettings(a: OrthoSettings, b: OrthoSettings): string | null {
+  for (const key of Object.keys(a) as (keyof OrthoSettings)[]) {
+    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) return `${key} differs (saved ${JSON.stringify(b[key])}, now ${JSON.stringify(a[key])})`;
+  }
+  return null;
+}
+
+function meanOverPositions(resid: Float32Array, seq: number, d: number): Float64Array {
+  const z = new Float64Array(d);
+  for (let t = 0; t < seq; t++) for (let i = 0; i < d; i++) z[i]! += resid[t * d + i]!;
+  for (let i = 0; i < d; i++) z[i]! /= seq;
+  return z;
+}
+
+/** resid(source) of the prompt, z0 = z(θ0), and ‖z(θ0) − z(0)‖ (the denominator of the relative loss). */
+export async function orthoInputs(
+  model: Model,
+  tokens: Int32Array,
+  theta0: Float32Array,
+  source: number,
+  target: number,
+): Promise<{ x: Float32Array; z0: Float32Array; denominator: number }> {
+  const d = model.hidden;
+  const plain = await model.forward(tokens, { layers: [source, target] });
+  const steered = await model.forward(tokens, { layers: [target], steer: { vectors: theta0, at: source } });
+  const z0 = meanOverPositions(steered.resid.get(target)!, tokens.length, d);
+  const zZero = meanOverPositions(plain.resid.get(target)!, tokens.length, d);
+  let s = 0;
+  for (let i = 0; i < d; i++) s += (z0[i]! - zZero[i]!) ** 2;
+  return { x: plain.resid.get(source)!, z0: Float32Array.from(z0), denominator: Math.sqrt(s) };
+}
+
+/**
+ * Runs MELBO-ortho. `model` must hold blocks 0..target (it is not modified unless
+ * releaseEarlyBlocks is set). Yields progress,
+ * each vector as it is accepted, and a final "done" event with all vectors (row 0 = θ0).
+ */
+export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerator<OrthoEvent, void, undefined> {
+  const settings = settingsOf(model, options);
+  validate(model, options, settings);
+  const d = model.hidden;
+  const { x, z0, denominator } = await orthoInputs(model, options.tokens, options.theta0, settings.source, settings.target);
+
+  let vectors: Float32Array[] = [Float32Array.from(options.theta0)];
+  let log: VectorLogLine[] = [];
+  let state: RunState = { found: 0, dropped: 0, consecutiveSmall: 0, stopReason: null };
+  if (options.resume) {
+    if (options.out === undefined) throw new MelboError("resume needs an output directory");
+    const saved = await readRun<OrthoSettings>(options.out, "melbo-ortho");
+    if (saved) {
+      const diff = sameSettings(settings, saved.settings);
+      if (diff) throw new MelboError(`cannot resume: ${diff}`, { file: options.out });
+      if (saved.d !== d) throw new MelboError(`cannot resume: saved vectors have d = ${saved.d}, the model ${d}`, { file: options.out });
+      const savedTheta0 = row(saved.vectors, 0, d);
+      if (savedTheta0.some((v, i) => v !== options.theta0[i])) throw new MelboError("cannot resume: the saved run has another θ0", { file: options.out });
+      vectors = [];
+      for (let r = 0; r < saved.vectors.length / d; r++) vectors.push(Float32Array.from(row(saved.vectors, r, d)));
+      log = saved.log;
+      state = { ...saved.state, stopReason: null };
+    }
+  }
+  // The basis is rebuilt from the saved float32 rows exactly as it grew in the first place,
+  // which makes a resumed run bit-identical to an uninterrupted one.
+  const basis = new OrthonormalBasis(d, vectors.length + settings.block);
+  for (const v of vectors) basis.add(v);
+
+  if (options.releaseEarlyBlocks) model.release(settings.source + 1, true);
+  yield { type: "start", resumedFrom: state.found, count: options.count, d, denominator, x, z0 };
+  const flat = () => {
+    const out = new Float32Array(vectors.length * d);
+    vectors.forEach((v, r) => out.set(v, r * d));
+    return out;
+  };
+  const save = async () => {
+    if (options.out !== undefined) await writeRun(options.out, "melbo-ortho", { settings, state, vectors: flat(), d, log }, options.metadata);
+  };
+
+  let stop: StopReason | null = null;
+  while (stop === null) {
+    if (state.found >= options.count) stop = "count";
+    else if (state.consecutiveSmall >= settings.patience) stop = "norm";
+    else if (basis.size >= d) stop = "dimension";
+    if (stop !== null) break;
+    const rows = Math.min(settings.block, options.count - state.found, d - basis.size);
+    const started = performance.now();
+    const queue: OrthoEvent[] = [];
+    let wake: (() => void) | null = null;
+    let outcome: { ok: true; value: Awaited<ReturnType<Model["orthoBlock"]>> } | { ok: false; error: unknown } | null = null;
+    model
+      .orthoBlock(
+        {
+          x, theta0: options.theta0, basis: basis.rows().slice(), rows, steps: settings.steps,
+          source: settings.source, target: settings.target, lr: settings.lr, betas: settings.betas, eps: settings.eps,
+          projection: settings.projection, lossTolerance: settings.lossTolerance,
+          progressEvery: options.progressEvery ?? 10,
+          ...(options.signal ? { signal: options.signal } : {}),
+        },
+        (p) => {
+          const seconds = (performance.now() - started) / 1000;
+          const rate = (p.step * rows) / Math.max(seconds, 1e-9);
+          const left = (options.count - state.found) * settings.steps - p.step * rows;
+          queue.push({ type: "progress", found: state.found, count: options.count, blockRows: rows, ...p, vectorStepsPerSecond: rate, etaSeconds: left / rate });
+          wake?.();
+        },
+      )
+      .then((value) => (outcome = { ok: true, value }), (error: unknown) => (outcome = { ok: false, error }))
+      .finally(() => wake?.());
+    while (outcome === null || queue.length > 0) {
+      const next = queue.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        if (outcome !== null || queue.length > 0) resolve();
+      });
+      wake = null;
+    }
+    const result = outcome as { ok: true; value: Awaited<ReturnType<Model["orthoBlock"]>> } | { ok: false; error: unknown };
+    if (!result.ok) throw result.error;
+    const seconds = (performance.now() - started) / 1000 / rows;
+    for (let r = 0; r < rows; r++) {
+      const theta = result.value.thetas.slice(r * d, (r + 1) * d);
+      const n = norm(theta);
+      state.consecutiveSmall = n < settings.minNorm ? state.consecutiveSmall + 1 : 0;
+      if (n < settings.dropNorm || !basis.add(theta)) {
+        state.dropped++;
+        yield { type: "dropped", norm: n };
+        continue;
+      }
+      state.found++;
+      vectors.push(theta);
+      const loss = result.value.losses[r]!;
+      const line: VectorLogLine = { index: state.found, loss, relLoss: loss / denominator, norm: n, steps: result.value.steps[r]!, seconds };
+      log.push(line);
+      yield { type: "vector", ...line, theta };
+    }
+    await save();
+    yield { type: "checkpoint", found: state.found };
+  }
+  state.stopReason = stop;
+  await save();
+  const all = flat();
+  yield { type: "done", reason: stop, found: state.found, dropped: state.dropped, maxAbsCos: maxAbsCosine(all, vectors.length, d), vectors: all, log };
+}
