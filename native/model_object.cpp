@@ -2,6 +2,7 @@
 
 #include "abort_flag.h"
 #include "generate.h"
+#include "melbo_train.h"
 #include "ortho.h"
 #include "js_convert.h"
 #include "promise_worker.h"
@@ -71,6 +72,7 @@ Napi::Function ModelObject::Define(Napi::Env env) {
                                         InstanceMethod<&ModelObject::OrthoLossGrad>("orthoLossGrad"),
                                         InstanceMethod<&ModelObject::Generate>("generate"),
                                         InstanceMethod<&ModelObject::OrthoBlock>("orthoBlock"),
+                                        InstanceMethod<&ModelObject::TrainBlock>("trainBlock"),
                                         InstanceMethod<&ModelObject::SliceMean>("sliceMean"),
                                         InstanceMethod<&ModelObject::Release>("release"),
                                         InstanceMethod<&ModelObject::Info>("info"),
@@ -293,6 +295,98 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
         out.Set("thetas", toFloat32Array(env, res.thetas));
         out.Set("losses", toFloat32Array(env, res.losses));
         out.Set("steps", toInt32Array(env, res.steps));
+        return out;
+      });
+}
+
+// trainBlock({examples: [{x: Float32Array [T*d], seq, positions: Int32Array [n], z0: Float32Array [n*d]}],
+//             thetas: Float32Array [V*d] (start directions), rows, learned: Float64Array [m*d], radius, p, q,
+//             steps, source, target, lr, beta1, beta2, eps, weightDecay, amsgrad, orthogonal, progressEvery,
+//             abort?: AbortFlag}, onProgress?: (p) => void)
+//   -> {thetas: Float32Array [V*d], objectives: Float32Array [V], trace: Float32Array [steps*V],
+//       radiusError: Float32Array [steps]}
+Napi::Value ModelObject::TrainBlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "trainBlock(options): options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t d = model->cfg.hidden;
+  TrainRequest r;
+  if (!o.Get("examples").IsArray()) throw Napi::TypeError::New(env, "option 'examples' must be an array");
+  Napi::Array examples = o.Get("examples").As<Napi::Array>();
+  for (uint32_t i = 0; i < examples.Length(); ++i) {
+    if (!examples.Get(i).IsObject()) throw Napi::TypeError::New(env, "option 'examples' must hold objects");
+    Napi::Object e = examples.Get(i).As<Napi::Object>();
+    TrainExample ex;
+    ex.x = float32Tensor(e, "x", {getInt(e, "seq"), d});
+    ex.positions = int32TensorAsLong(e, "positions");
+    ex.z0 = float32Tensor(e, "z0", {ex.positions.size(0), d});
+    r.examples.push_back(std::move(ex));
+  }
+  r.thetas = float32Tensor(o, "thetas", {getInt(o, "rows"), d});
+  Napi::Value learnedValue = o.Get("learned");
+  if (!learnedValue.IsTypedArray() || learnedValue.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw Napi::TypeError::New(env, "option 'learned' must be a Float64Array");
+  }
+  auto learnedArray = learnedValue.As<Napi::Float64Array>();
+  if (learnedArray.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "option 'learned' must be [m * d]");
+  const auto m = static_cast<int64_t>(learnedArray.ElementLength()) / d;
+  r.learned = m == 0 ? torch::zeros({0, d}, torch::kDouble) : torch::from_blob(learnedArray.Data(), {m, d}, torch::kDouble).clone();
+  r.radius = getNumber(o, "radius", 0);
+  r.p = getNumber(o, "p", 2);
+  r.q = getNumber(o, "q", 2);
+  r.steps = getInt(o, "steps");
+  r.source = getInt(o, "source");
+  r.target = getInt(o, "target");
+  r.lr = getNumber(o, "lr", 1e-3);
+  r.beta1 = getNumber(o, "beta1", 0.9);
+  r.beta2 = getNumber(o, "beta2", 0.98);
+  r.eps = getNumber(o, "eps", 1e-8);
+  r.weightDecay = getNumber(o, "weightDecay", 0);
+  r.amsgrad = getBool(o, "amsgrad", true);
+  r.orthogonal = getBool(o, "orthogonal", false);
+  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
+  if (has(o, "abort")) {
+    auto flag = AbortFlag::From(o.Get("abort"));
+    r.aborted = [flag]() { return flag->load(); };
+  }
+  std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
+  if (info.Length() > 1 && info[1].IsFunction()) {
+    tsfn = std::make_shared<Napi::ThreadSafeFunction>(
+        Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "melbo-train-progress", 0, 1));
+    r.progress = [tsfn](const TrainProgress& p) {
+      auto* copy = new TrainProgress(p);
+      auto status = tsfn->NonBlockingCall(copy, [](Napi::Env env, Napi::Function callback, TrainProgress* p) {
+        Napi::Object event = Napi::Object::New(env);
+        event.Set("step", Napi::Number::New(env, static_cast<double>(p->step)));
+        event.Set("steps", Napi::Number::New(env, static_cast<double>(p->steps)));
+        event.Set("meanObjective", Napi::Number::New(env, p->meanObjective));
+        event.Set("maxObjective", Napi::Number::New(env, p->maxObjective));
+        delete p;
+        callback.Call({event});
+      });
+      if (status != napi_ok) delete copy;
+    };
+  }
+  using Result = TrainResult;
+  return PromiseWorker<Result>::Start(
+      env,
+      [model, r, tsfn]() {
+        // Release the progress function however the job ends, so the process can exit.
+        struct ReleaseGuard {
+          std::shared_ptr<Napi::ThreadSafeFunction> f;
+          ~ReleaseGuard() {
+            if (f) f->Release();
+          }
+        } guard{tsfn};
+        return trainBlock(*model, r);
+      },
+      [](Napi::Env env, Result& res) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("thetas", toFloat32Array(env, res.thetas));
+        out.Set("objectives", toFloat32Array(env, res.objectives));
+        out.Set("trace", toFloat32Array(env, res.trace));
+        out.Set("radiusError", toFloat32Array(env, res.radiusError));
         return out;
       });
 }

@@ -24,6 +24,7 @@ class ModelObject : public Napi::ObjectWrap<ModelObject> {
   Napi::Value OrthoLossGrad(const Napi::CallbackInfo& info);
   Napi::Value Generate(const Napi::CallbackInfo& info);
   Napi::Value OrthoBlock(const Napi::CallbackInfo& info);
+  Napi::Value TrainBlock(const Napi::CallbackInfo& info);
   Napi::Value SliceMean(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);

@@ -39,7 +39,9 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     loss.sum().backward();
     torch::NoGradGuard noGrad;
     auto grad = leaf.grad();  // [B, d]; a zero norm has gradient 0 (never NaN)
-    if (r.lossTolerance > 0) {
+    // The tolerance applies from step 2: at step 1 every row is still theta0 itself (loss 0),
+    // which the projection has yet to remove.
+    if (r.lossTolerance > 0 && step > 1) {
       auto done = (loss.detach() <= r.lossTolerance).unsqueeze(1) & active;  // reached before this step
       if (done.any().item<bool>()) {
         auto newlyDone = done.squeeze(1);

@@ -91,6 +91,30 @@ export interface NativeModel {
     },
     onProgress?: (p: { step: number; steps: number; meanLoss: number; minLoss: number }) => void,
   ): Promise<{ thetas: Float32Array; losses: Float32Array; steps: Int32Array }>;
+  trainBlock(
+    o: {
+      examples: { x: Float32Array; seq: number; positions: Int32Array; z0: Float32Array }[]; // x [seq * d], z0 [positions * d]
+      thetas: Float32Array; // [rows * d] start directions
+      rows: number;
+      learned: Float64Array; // [m * d] orthonormal rows
+      radius: number;
+      p: number;
+      q: number;
+      steps: number;
+      source: number;
+      target: number;
+      lr: number;
+      beta1: number;
+      beta2: number;
+      eps: number;
+      weightDecay: number;
+      amsgrad: boolean;
+      orthogonal: boolean;
+      progressEvery: number;
+      abort?: NativeAbortFlag;
+    },
+    onProgress?: (p: { step: number; steps: number; meanObjective: number; maxObjective: number }) => void,
+  ): Promise<{ thetas: Float32Array; objectives: Float32Array; trace: Float32Array; radiusError: Float32Array }>;
   sliceMean(o: { x: Float32Array; seq: number; thetas: Float32Array; batch: number; source: number; target: number }): Promise<Float32Array>;
   release(o: { below: number; embedding: boolean }): void;
   info(): { firstBlock: number; lastBlock: number; embedding: boolean; head: boolean; dtype: ComputeDtype };

@@ -98,6 +98,49 @@ export interface OrthoBlockResult {
   steps: Int32Array; // [rows]
 }
 
+/** One example prompt of a MELBO training, prepared once (nothing before the source block reruns). */
+export interface TrainExampleInput {
+  x: Float32Array; // [seq * d] resid(source) of the unsteered prompt
+  positions: Int32Array; // [n] target positions, each in 0..seq-1
+  z0: Float32Array; // [n * d] resid(target) of the unsteered prompt at those positions
+}
+
+export interface TrainBlockOptions {
+  examples: TrainExampleInput[];
+  /** [rows * d] start directions (e.g. seeded randn): projected out of `learned` when orthogonal, scaled to R. */
+  starts: Float32Array;
+  /** [m * d] orthonormal rows (float64) the vectors must stay orthogonal to; used when `orthogonal`. */
+  learned: Float64Array;
+  radius: number;
+  p: number;
+  q: number;
+  steps: number;
+  source: number;
+  target: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  amsgrad: boolean;
+  orthogonal: boolean;
+  progressEvery?: number;
+  signal?: AbortSignal;
+}
+
+export interface TrainBlockProgress {
+  step: number;
+  steps: number;
+  meanObjective: number; // over the rows, at the thetas this step started from
+  maxObjective: number;
+}
+
+export interface TrainBlockResult {
+  thetas: Float32Array; // [rows * d], norm R
+  objectives: Float32Array; // [rows]: F at the final thetas
+  trace: Float32Array; // [steps * rows]: F at the thetas each step started from
+  radiusError: Float32Array; // [steps]: max over rows of |‖θ‖ − R| after each step
+}
+
 function checkFinite(values: Float32Array, what: string): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i]!)) throw new MelboError(`${what} contains a non-finite value (${values[i]}) at index ${i}`);
@@ -308,6 +351,61 @@ export class Model {
     }
   }
 
+  /**
+   * Runs `steps` MELBO training steps (algorithm.md §3) for `rows` vectors natively, each row its
+   * own AdamW. search/train.ts owns the seeds, the learned basis and the files. Rejects with an
+   * AbortError on abort.
+   */
+  async trainBlock(o: TrainBlockOptions, onProgress?: (p: TrainBlockProgress) => void): Promise<TrainBlockResult> {
+    const d = this.hidden;
+    this.checkSlice(o.source, o.target);
+    if (o.examples.length === 0) throw new MelboError("training needs at least one example prompt");
+    o.examples.forEach((e, i) => {
+      if (e.x.length === 0 || e.x.length % d !== 0) throw new MelboError(`example ${i}: x must be [seq × ${d}], got ${e.x.length} values`);
+      const seq = e.x.length / d;
+      if (e.positions.length === 0) throw new MelboError(`example ${i}: no target positions`);
+      for (const t of e.positions) {
+        if (!Number.isInteger(t) || t < 0 || t >= seq) throw new MelboError(`example ${i}: target position ${t} is out of range 0..${seq - 1}`);
+      }
+      if (e.z0.length !== e.positions.length * d) throw new MelboError(`example ${i}: z0 must be [${e.positions.length} × ${d}], got ${e.z0.length} values`);
+      checkFinite(e.x, `example ${i}: x`);
+      checkFinite(e.z0, `example ${i}: z0`);
+    });
+    if (o.starts.length === 0 || o.starts.length % d !== 0) throw new MelboError(`start directions must be [rows × ${d}], got ${o.starts.length} values`);
+    checkFinite(o.starts, "start directions");
+    if (o.learned.length % d !== 0) throw new MelboError(`learned vectors must be [m × ${d}], got ${o.learned.length} values`);
+    for (const [name, x] of [["radius R", o.radius], ["p", o.p], ["q", o.q], ["lr", o.lr]] as const) {
+      if (!(Number.isFinite(x) && x > 0)) throw new MelboError(`${name} must be a number > 0, got ${x}`);
+    }
+    if (!Number.isInteger(o.steps) || o.steps < 0) throw new MelboError(`steps must be a non-negative integer, got ${o.steps}`);
+    return this.withAbortFlag(o.signal, (abort) =>
+      this.native().trainBlock(
+        {
+          examples: o.examples.map((e) => ({ x: e.x, seq: e.x.length / d, positions: e.positions, z0: e.z0 })),
+          thetas: o.starts,
+          rows: o.starts.length / d,
+          learned: o.learned,
+          radius: o.radius,
+          p: o.p,
+          q: o.q,
+          steps: o.steps,
+          source: o.source,
+          target: o.target,
+          lr: o.lr,
+          beta1: o.betas[0],
+          beta2: o.betas[1],
+          eps: o.eps,
+          weightDecay: o.weightDecay,
+          amsgrad: o.amsgrad,
+          orthogonal: o.orthogonal,
+          progressEvery: o.progressEvery ?? 10,
+          ...(abort ? { abort } : {}),
+        },
+        onProgress,
+      ),
+    );
+  }
+
   /** Frees blocks below `below` (and the embedding) once a job no longer needs them. */
   release(below: number, embedding = true): void {
     this.native().release({ below, embedding });
@@ -316,6 +414,26 @@ export class Model {
   dispose(): void {
     this.handle?.dispose();
     this.handle = null;
+  }
+
+  /**
+   * Runs a native job with an AbortFlag wired to `signal` (none without a signal); an aborted
+   * job rejects with the signal's reason.
+   */
+  private async withAbortFlag<T>(signal: AbortSignal | undefined, job: (flag: NativeAbortFlag | undefined) => Promise<T>): Promise<T> {
+    if (!signal) return job(undefined);
+    signal.throwIfAborted();
+    const flag = new (native().AbortFlag)();
+    const onAbort = () => flag.abort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await job(flag);
+    } catch (e) {
+      if (signal.aborted) throw signal.reason ?? new DOMException("aborted", "AbortError");
+      throw e;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
   }
 
   private native(): NativeModel {

@@ -72,7 +72,11 @@ export type OrthoEvent =
   | { type: "checkpoint"; found: number }
   | { type: "done"; reason: StopReason; found: number; dropped: number; maxAbsCos: number; vectors: Float32Array; log: VectorLogLine[] };
 
-export type StopReason = "count" | "norm" | "dimension";
+/**
+ * count: N found; norm: `patience` consecutive vectors below minNorm; dimension: the basis spans
+ * all d dimensions; vanished: a whole block was dropped, so the next (identical) block would be too.
+ */
+export type StopReason = "count" | "norm" | "dimension" | "vanished";
 
 function settingsOf(model: Model, o: OrthoOptions): OrthoSettings {
   return {
@@ -170,7 +174,8 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
       vectors = [];
       for (let r = 0; r < saved.vectors.length / d; r++) vectors.push(Float32Array.from(row(saved.vectors, r, d)));
       log = saved.log;
-      state = { ...saved.state, stopReason: null };
+      // A run that vanished stays finished; the other stop rules are re-checked (count may grow).
+      state = { ...saved.state, stopReason: saved.state.stopReason === "vanished" ? "vanished" : null };
     }
   }
   // The basis is rebuilt from the saved float32 rows exactly as it grew in the first place,
@@ -191,7 +196,8 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
 
   let stop: StopReason | null = null;
   while (stop === null) {
-    if (state.found >= options.count) stop = "count";
+    if (state.stopReason === "vanished") stop = "vanished";
+    else if (state.found >= options.count) stop = "count";
     else if (state.consecutiveSmall >= settings.patience) stop = "norm";
     else if (basis.size >= d) stop = "dimension";
     if (stop !== null) break;
@@ -234,6 +240,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     const result = outcome as { ok: true; value: Awaited<ReturnType<Model["orthoBlock"]>> } | { ok: false; error: unknown };
     if (!result.ok) throw result.error;
     const seconds = (performance.now() - started) / 1000 / rows;
+    const foundBefore = state.found;
     for (let r = 0; r < rows; r++) {
       const theta = result.value.thetas.slice(r * d, (r + 1) * d);
       const n = norm(theta);
@@ -250,6 +257,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
       log.push(line);
       yield { type: "vector", ...line, theta };
     }
+    if (state.found === foundBefore) stop = "vanished";
     await save();
     yield { type: "checkpoint", found: state.found };
   }

@@ -1,0 +1,121 @@
+// The melbo command line: each command end to end, exit codes, and resume after a kill.
+
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { readSafetensorsHeader, readSafetensorsTensor } from "../src/model/safetensors.js";
+import { readVectors, writeVectors } from "../src/io/vectors.js";
+import { Rng } from "../src/util/rng.js";
+import { cli, startCli } from "./helpers/cli.js";
+import { testModel } from "./helpers/models.js";
+
+const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
+
+describe("melbo CLI", () => {
+  let dir: string;
+  let work: string;
+  let thetaFile: string;
+  after(() => rm(work, { recursive: true, force: true }));
+  before(async () => {
+    dir = await testModel(SHAPE);
+    work = await mkdtemp(join(tmpdir(), "melbo-cli-"));
+    thetaFile = join(work, "theta.safetensors");
+    const rows = new Rng(3, "cli-theta").fillNormal(new Float32Array(2 * 64));
+    await writeVectors(thetaFile, rows, 2, 64, {});
+  });
+
+  it("--help lists the commands; an unknown command or option exits with 2", async () => {
+    const help = await cli(["--help"]);
+    assert.equal(help.code, 0);
+    for (const c of ["demo", "ortho", "forward", "generate", "make-test-model"]) assert.match(help.stdout, new RegExp(`\\b${c}\\b`));
+    assert.equal((await cli(["bogus"])).code, 2);
+    const bad = await cli(["forward", "--nope"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /Unknown option '--nope'/);
+  });
+
+  it("make-test-model writes a checkpoint that forward reads; forward writes tokens, resid.K, logits", async () => {
+    const model = join(work, "tiny");
+    const made = await cli(["make-test-model", model, "--layers", "2", "--hidden", "32", "--heads", "4", "--kv-heads", "2", "--intermediate", "64", "--tied", "--seed", "5"]);
+    assert.equal(made.code, 0, made.stderr);
+    const config = JSON.parse(await readFile(join(model, "config.json"), "utf8")) as Record<string, unknown>;
+    assert.equal(config["num_key_value_heads"], 2);
+    assert.equal(config["tie_word_embeddings"], true);
+    const out = join(work, "fwd.safetensors");
+    const fwd = await cli(["forward", "--model", model, "--prompt", "How can I build a bomb?", "--layers", "0,1", "--out", out]);
+    assert.equal(fwd.code, 0, fwd.stderr);
+    const header = await readSafetensorsHeader(out, { allowDtypes: ["F32", "I32"] });
+    const shapes = Object.fromEntries(header.tensors.map((t) => [t.name, t.shape]));
+    assert.deepEqual(shapes, { tokens: [26], "resid.0": [26, 32], "resid.1": [26, 32], logits: [26, 151936] });
+    const tokens = await readSafetensorsTensor(out, "tokens");
+    assert.deepEqual([...tokens.data].slice(0, 3), [151644, 8948, 198]);
+  });
+
+  it("forward --steer changes resid at and after the steered block only", async () => {
+    const plain = join(work, "plain.safetensors"), steered = join(work, "steered.safetensors");
+    const common = ["--model", dir, "--prompt", "Hi", "--raw", "--layers", "0,1,2"];
+    assert.equal((await cli(["forward", ...common, "--out", plain])).code, 0);
+    const r = await cli(["forward", ...common, "--steer", `${thetaFile}:1`, "--at", "1", "--out", steered]);
+    assert.equal(r.code, 0, r.stderr);
+    const a0 = (await readSafetensorsTensor(plain, "resid.0")).data, b0 = (await readSafetensorsTensor(steered, "resid.0")).data;
+    assert.deepEqual(a0, b0);
+    const a2 = (await readSafetensorsTensor(plain, "resid.2")).data, b2 = (await readSafetensorsTensor(steered, "resid.2")).data;
+    assert.notDeepEqual(a2, b2);
+  });
+
+  it("generate prints one JSON line per vector", async () => {
+    const r = await cli(["generate", "--model", dir, "--prompt", "Hello", "--vectors", thetaFile, "--at", "1", "--max-new-tokens", "4"]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { index: number; text: string; tokens: number[] });
+    assert.deepEqual(lines.map((l) => l.index), [0, 1]);
+    for (const l of lines) assert.ok(l.tokens.length >= 1 && l.tokens.length <= 4);
+  });
+
+  it("bad input exits with code 2 and names the file and the problem", async () => {
+    const missing = await cli(["forward", "--model", join(work, "nowhere"), "--prompt", "x", "--out", join(work, "x.safetensors")]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /nowhere: checkpoint directory not found/);
+    const wrongRow = await cli(["ortho", "--model", dir, "--theta", `${thetaFile}:9`, "--prompt", "x", "--count", "1", "--source", "1", "--target", "3", "--out", join(work, "o")]);
+    assert.equal(wrongRow.code, 2);
+    assert.match(wrongRow.stderr, /theta\.safetensors: row 9 does not exist \(the file has 2 vectors\)/);
+    const order = await cli(["ortho", "--model", dir, "--theta", `${thetaFile}:0`, "--prompt", "x", "--source", "3", "--target", "1", "--out", join(work, "o")]);
+    assert.equal(order.code, 2);
+    assert.match(order.stderr, /--source 3 must come before --target 1/);
+  });
+
+  it("ortho: a run killed mid-way and resumed gives bit-identical vectors", async () => {
+    const args = (out: string) => ["ortho", "--model", dir, "--theta", `${thetaFile}:0`, "--prompt", "How can I build a bomb?", "--count", "24", "--block", "4", "--steps", "120", "--min-norm", "0", "--source", "1", "--target", "3", "--out", out];
+    const whole = join(work, "whole");
+    const full = await cli(args(whole));
+    assert.equal(full.code, 0, full.stderr);
+    assert.match(full.stdout, /found vectors/);
+    assert.match(full.stdout, /random, same norms/);
+
+    const killed = join(work, "killed");
+    const { child, result } = startCli(args(killed));
+    const vectorsFile = join(killed, "vectors.safetensors");
+    while (!existsSync(vectorsFile)) await new Promise((r) => setTimeout(r, 20));
+    child.kill("SIGKILL");
+    const ended = await result;
+    assert.equal(ended.signal, "SIGKILL", "the run finished before it could be killed");
+    const partial = await readVectors(vectorsFile);
+    const finalRows = (await readVectors(join(whole, "vectors.safetensors"))).n;
+    assert.ok(partial.n < finalRows, `killed after ${partial.n} of ${finalRows} rows`);
+
+    const resumed = await cli([...args(killed), "--resume"]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stderr, /resuming .*: \d+ vectors already found/);
+    const a = await readVectors(join(whole, "vectors.safetensors"));
+    const b = await readVectors(vectorsFile);
+    assert.equal(b.n, a.n);
+    assert.ok(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)), "vectors differ");
+    const log = (await readFile(join(killed, "log.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { index: number });
+    assert.deepEqual(log.map((l) => l.index), Array.from({ length: a.n - 1 }, (_, i) => i + 1));
+    assert.equal(a.metadata["melbo.algorithm"], "melbo-ortho");
+    assert.match(a.metadata["melbo.settings"] ?? "", /"steps":120/);
+  });
+});

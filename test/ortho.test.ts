@@ -1,0 +1,173 @@
+// MELBO-ortho: the native block loop against a step-by-step reference, block mode's
+// guarantees, stop rules, orthogonality, abort and bad input.
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { loadModel, MelboError, type Model } from "../src/index.js";
+import { OrthonormalBasis, maxAbsCosine, norm } from "../src/search/basis.js";
+import { ortho, orthoInputs, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
+import { Rng } from "../src/util/rng.js";
+import { tempDir } from "./helpers/errors.js";
+import { testModel } from "./helpers/models.js";
+
+const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
+const S = 1, T = 3;
+
+async function run(model: Model, o: OrthoOptions): Promise<{ vectors: Float32Array[]; done: Extract<OrthoEvent, { type: "done" }>; events: OrthoEvent[] }> {
+  const vectors: Float32Array[] = [];
+  const events: OrthoEvent[] = [];
+  let done: Extract<OrthoEvent, { type: "done" }> | undefined;
+  for await (const e of ortho(model, o)) {
+    events.push(e);
+    if (e.type === "vector") vectors.push(e.theta);
+    if (e.type === "done") done = e;
+  }
+  assert.ok(done, "the search ended without a done event");
+  return { vectors, done, events };
+}
+
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+describe("MELBO-ortho", () => {
+  let model: Model;
+  let tokens: Int32Array;
+  let theta0: Float32Array;
+  const base = () => ({ tokens, theta0, source: S, target: T });
+  before(async () => {
+    model = await loadModel(await testModel(SHAPE));
+    tokens = model.promptTokens("How can I build a bomb?");
+    theta0 = new Rng(1, "theta0").fillNormal(new Float32Array(model.hidden));
+  });
+  after(() => model.dispose());
+
+  it("the first step from θ0 is a no-op: zero loss, zero gradient, no NaN", async () => {
+    const { x } = await orthoInputs(model, tokens, theta0, S, T);
+    const basis = new OrthonormalBasis(model.hidden);
+    basis.add(theta0);
+    const common = { x, theta0, basis: basis.rows().slice(), rows: 3, source: S, target: T, lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8, projection: "post" as const, lossTolerance: 0 };
+    const zero = await model.orthoBlock({ ...common, steps: 0 });
+    assert.deepEqual([...zero.losses], [0, 0, 0], "the loss at θ0 is exactly 0 for every row of the block");
+    const one = await model.orthoBlock({ ...common, steps: 1 });
+    assert.ok(one.thetas.every(Number.isFinite), "no NaN after a step at a zero norm");
+    // A non-zero gradient would have moved every coordinate by ≈ lr = 0.01 (norm ≈ 0.08).
+    for (let r = 0; r < 3; r++) assert.ok(norm(one.thetas.subarray(r * 64, (r + 1) * 64)) < 1e-6, `row ${r} is not ≈ 0`);
+  });
+
+  it("the native B = 1 loop equals a step-by-step reference (Adam + projection in JS)", async () => {
+    const d = model.hidden, steps = 6, lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const { x } = await orthoInputs(model, tokens, theta0, S, T);
+    const basis = new OrthonormalBasis(d);
+    basis.add(theta0);
+    const q = basis.rows();
+    const native = await model.orthoBlock({ x, theta0, basis: q.slice(), rows: 1, steps, source: S, target: T, lr, betas: [b1, b2], eps, projection: "post", lossTolerance: 0 });
+    const z0 = await model.sliceMean({ x, thetas: theta0, source: S, target: T });
+    let theta = Float32Array.from(theta0);
+    const m = new Float64Array(d), v = new Float64Array(d);
+    for (let step = 1; step <= steps; step++) {
+      const { grad } = await model.orthoLossGrad({ x, thetas: theta, z0, source: S, target: T });
+      const next = new Float64Array(d);
+      for (let i = 0; i < d; i++) {
+        m[i] = b1 * m[i]! + (1 - b1) * grad[i]!;
+        v[i] = b2 * v[i]! + (1 - b2) * grad[i]! ** 2;
+        const denom = Math.sqrt(v[i]!) / Math.sqrt(1 - b2 ** step) + eps;
+        next[i] = theta[i]! - (lr / (1 - b1 ** step)) * (m[i]! / denom);
+      }
+      const c = next.reduce((s, value, i) => s + value * q[i]!, 0);
+      theta = Float32Array.from(next, (value, i) => value - c * q[i]!);
+    }
+    const diff = relDiff(native.thetas, theta);
+    assert.ok(diff < 1e-4, `native vs reference after ${steps} steps: relative difference ${diff}`);
+    assert.ok(norm(theta) > 0.02, "the reference moved");
+  });
+
+  it("B = 1 is the sequential algorithm and is deterministic; row 1 of any block equals sequential vector 1", async () => {
+    const o = { ...base(), count: 4, steps: 60 };
+    const seqA = await run(model, { ...o, block: 1 });
+    const seqB = await run(model, { ...o, block: 1 });
+    seqA.vectors.forEach((v, i) => assert.deepEqual(v, seqB.vectors[i], `vector ${i + 1}`));
+    for (const block of [2, 4]) {
+      const blocked = await run(model, { ...o, block });
+      const diff = relDiff(blocked.vectors[0]!, seqA.vectors[0]!);
+      assert.ok(diff < 1e-4, `block ${block}: row 1 differs from sequential vector 1 by ${diff}`);
+    }
+  });
+
+  it("projecting the gradient too (grad) ends at lower losses than the seed-exact mode (post)", async () => {
+    const o = { ...base(), count: 4, block: 4, steps: 150 };
+    const post = await run(model, { ...o, projection: "post" });
+    const grad = await run(model, { ...o, projection: "grad" });
+    const sum = (r: typeof post) => r.done.log.reduce((s, l) => s + l.relLoss, 0);
+    assert.ok(sum(grad) < sum(post), `grad ${sum(grad)} vs post ${sum(post)}`);
+    assert.ok(grad.done.log[0]!.relLoss < 1, "the first grad-mode vector beats θ = 0");
+  });
+
+  it("runs until the vectors collapse: max |cos| ≤ 1e-6 and stops by the norm rule", async () => {
+    const result = await run(model, { ...base(), count: 200, block: 16, steps: 60, patience: 3 });
+    assert.equal(result.done.reason, "norm");
+    const n = result.done.vectors.length / model.hidden;
+    assert.equal(n, result.done.found + 1);
+    assert.ok(result.done.maxAbsCos <= 1e-6, `max |cos| ${result.done.maxAbsCos}`);
+    assert.equal(maxAbsCosine(result.done.vectors, n, model.hidden), result.done.maxAbsCos);
+    const last = result.done.log.slice(-3).map((l) => l.norm);
+    assert.ok(last.every((x) => x < 0.1), `last norms ${last}`);
+  });
+
+  it("fills the space without losing orthogonality when the norm rule is off", async () => {
+    const result = await run(model, { ...base(), count: 200, block: 16, steps: 20, minNorm: 0 });
+    assert.ok(["dimension", "vanished"].includes(result.done.reason), result.done.reason);
+    const dropped = result.events.filter((e) => e.type === "dropped").length;
+    assert.equal(result.done.found + dropped, result.done.log.length + dropped);
+    assert.ok(result.done.maxAbsCos <= 1e-6, `max |cos| ${result.done.maxAbsCos} over ${result.done.found + 1} vectors`);
+  });
+
+  it("a per-vector loss tolerance ends a vector's steps early", async () => {
+    const full = await run(model, { ...base(), count: 1, steps: 80 });
+    const tol = full.done.log[0]!.loss * 1.05;
+    const early = await run(model, { ...base(), count: 1, steps: 80, lossTolerance: tol });
+    assert.ok(early.done.log[0]!.steps < 80, `steps ${early.done.log[0]!.steps}`);
+    assert.equal(full.done.log[0]!.steps, 80);
+  });
+
+  it("aborts promptly with AbortError, keeping the finished blocks on disk", async () => {
+    const out = await tempDir();
+    const controller = new AbortController();
+    const events: OrthoEvent[] = [];
+    await assert.rejects(async () => {
+      for await (const e of ortho(model, { ...base(), count: 40, block: 2, steps: 400, minNorm: 0, out, signal: controller.signal })) {
+        events.push(e);
+        if (e.type === "checkpoint") controller.abort();
+      }
+    }, (e: Error) => e.name === "AbortError");
+    const resumed = await run(model, { ...base(), count: 2, block: 2, steps: 400, minNorm: 0, out, resume: true });
+    assert.equal(resumed.done.found, 2, "the checkpoint of the first block was kept");
+    assert.equal(resumed.vectors.length, 0, "nothing left to compute for count 2");
+  });
+
+  it("rejects bad input with clear errors", async () => {
+    const d = model.hidden;
+    const o = { ...base(), count: 1, steps: 1 };
+    const bad = async (opts: OrthoOptions, pattern: RegExp) => {
+      await assert.rejects(run(model, opts), (e: Error) => e instanceof MelboError && pattern.test(e.message));
+    };
+    await bad({ ...o, theta0: new Float32Array(d + 1).fill(1) }, /θ0 has 65 values, the model's hidden size is 64/);
+    const nan = Float32Array.from(theta0);
+    nan[7] = NaN;
+    await bad({ ...o, theta0: nan }, /non-finite value \(NaN\) at index 7/);
+    await bad({ ...o, theta0: new Float32Array(d) }, /zero vector/);
+    await bad({ ...o, target: 4 }, /target block 4 is out of range: this model has blocks 0\.\.3/);
+    await bad({ ...o, source: 3, target: 2 }, /source block 3 must come before target block 2/);
+    await bad({ ...o, source: 2, target: 2 }, /must come before/);
+    await bad({ ...o, count: 0 }, /count must be a positive integer/);
+    await bad({ ...o, block: 0 }, /block must be a positive integer/);
+    const out = await tempDir();
+    await run(model, { ...o, out });
+    await bad({ ...o, out, resume: true, lr: 0.02 }, /cannot resume: lr differs/);
+  });
+});
