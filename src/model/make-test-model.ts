@@ -84,10 +84,12 @@ function configJson(o: Required<TestModelOptions>): Record<string, unknown> {
 }
 
 /** Distribution of one tensor by its name: [mean, std]. */
-function initOf(name: string, shape: readonly number[], hidden: number): [number, number] {
+function initOf(name: string, shape: readonly number[], hidden: number, tied: boolean): [number, number] {
   if (name.endsWith("layernorm.weight") || name === "model.norm.weight") return [1, 0.1];
   if (name.endsWith(".bias")) return [0, 0.1]; // only q/k/v have biases
-  if (name === "model.embed_tokens.weight") return [0, 1];
+  // Tied: one matrix is both the embedding and lm_head, so it takes lm_head's scale; at N(0, 1)
+  // the logits would reach ~40 and every distribution would be one-hot.
+  if (name === "model.embed_tokens.weight") return [0, tied ? 1 / Math.sqrt(hidden) : 1];
   if (name === "lm_head.weight") return [0, 1 / Math.sqrt(hidden)];
   return [0, 1 / Math.sqrt(shape[1]!)]; // Linear [out, in]: std 1/sqrt(fan_in)
 }
@@ -114,7 +116,7 @@ export async function makeTestModel(dir: string, opts: TestModelOptions = {}): P
   // One RNG stream per tensor name: a tensor's values don't depend on the other tensors.
   const tensors: TensorToWrite[] = [];
   for (const [name, shape] of expectedTensorShapes(config)) {
-    const [mean, std] = initOf(name, shape, o.hidden);
+    const [mean, std] = initOf(name, shape, o.hidden, o.tied);
     tensors.push({
       name,
       dtype: o.dtype,

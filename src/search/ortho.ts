@@ -10,8 +10,10 @@ import { readRun, writeRun, type RunState, type VectorLogLine } from "./run-file
 export type Projection = "post" | "grad";
 
 export interface OrthoOptions {
-  /** Prompt token ids (e.g. model.promptTokens(text)). */
-  tokens: Int32Array;
+  /** Prompt token ids (e.g. model.promptTokens(text)); or give `prompt`. */
+  tokens?: Int32Array;
+  /** Prompt text, wrapped in the model's chat template (used when `tokens` is absent). */
+  prompt?: string;
   /** The seed vector θ0, [d]. */
   theta0: Float32Array;
   /** How many vectors to find after θ0. */
@@ -78,11 +80,11 @@ export type OrthoEvent =
  */
 export type StopReason = "count" | "norm" | "dimension" | "vanished";
 
-function settingsOf(model: Model, o: OrthoOptions): OrthoSettings {
+function settingsOf(model: Model, o: OrthoOptions, tokens: Int32Array): OrthoSettings {
   return {
     source: o.source ?? 8,
     target: o.target ?? 16,
-    tokens: [...o.tokens],
+    tokens: [...tokens],
     block: o.block ?? 1,
     steps: o.steps ?? 1000,
     lr: o.lr ?? 0.01,
@@ -113,7 +115,6 @@ function validate(model: Model, o: OrthoOptions, s: OrthoSettings): void {
   if (!(s.lr > 0)) throw new MelboError(`lr must be > 0, got ${s.lr}`);
   if (!(s.patience >= 1) || !Number.isInteger(s.patience)) throw new MelboError(`patience must be a positive integer, got ${s.patience}`);
   if (s.projection !== "post" && s.projection !== "grad") throw new MelboError(`projection must be "post" or "grad", got "${String(s.projection)}"`);
-  if (o.tokens.length === 0) throw new MelboError("the prompt has no tokens");
 }
 
 function sameSettings(a: OrthoSettings, b: OrthoSettings): string | null {
@@ -154,10 +155,12 @@ export async function orthoInputs(
  * each vector as it is accepted, and a final "done" event with all vectors (row 0 = θ0).
  */
 export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerator<OrthoEvent, void, undefined> {
-  const settings = settingsOf(model, options);
+  const tokens = options.tokens ?? (options.prompt !== undefined ? model.promptTokens(options.prompt) : undefined);
+  if (tokens === undefined || tokens.length === 0) throw new MelboError("ortho needs a prompt: give `tokens` or `prompt`");
+  const settings = settingsOf(model, options, tokens);
   validate(model, options, settings);
   const d = model.hidden;
-  const { x, z0, denominator } = await orthoInputs(model, options.tokens, options.theta0, settings.source, settings.target);
+  const { x, z0, denominator } = await orthoInputs(model, tokens, options.theta0, settings.source, settings.target);
 
   let vectors: Float32Array[] = [Float32Array.from(options.theta0)];
   let log: VectorLogLine[] = [];

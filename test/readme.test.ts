@@ -1,0 +1,40 @@
+// The README's API example runs as written (against the embedded default model, as in the README).
+
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { describe, it } from "node:test";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The ```js blocks of a README section. */
+function codeBlocks(markdown: string, heading: string): string[] {
+  const start = markdown.indexOf(`\n## ${heading}\n`);
+  assert.ok(start >= 0, `README has no "## ${heading}" section`);
+  const end = markdown.indexOf("\n## ", start + 1);
+  const section = markdown.slice(start, end < 0 ? undefined : end);
+  return [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
+}
+
+describe("README", () => {
+  it("the API example runs as written", async () => {
+    const readme = await readFile(`${root}README.md`, "utf8");
+    const [example] = codeBlocks(readme, "API");
+    assert.ok(example, "no js example in the API section");
+    assert.ok(existsSync(`${root}models/default/config.json`), "models/default is missing: run scripts/setup.sh");
+    // Inside the package, so that `import ... from "melbo"` resolves through its own exports.
+    await mkdir(`${root}.cache`, { recursive: true });
+    const file = `${root}.cache/readme-example-${process.pid}.mjs`;
+    await writeFile(file, example);
+    try {
+      const { stdout } = await promisify(execFile)(process.execPath, [file], { cwd: root, env: { ...process.env, MELBO_THREADS: "2" } });
+      assert.match(stdout, /26 positions of resid\(16\)/);
+      assert.ok(stdout.trim().split("\n").length >= 3, stdout);
+    } finally {
+      await rm(file, { force: true });
+    }
+  });
+});
