@@ -42,7 +42,7 @@ void validate(const Qwen2& model, const TrainRequest& r) {
 // F_i(θ_v) = (Σ_{t∈I_i} ‖Z_{i,t}(θ_v) − Z_{i,t}(0)‖₂^p)^{1/q} of one example for every row: [V] float32.
 torch::Tensor exampleObjective(const Qwen2& model, const TrainRequest& r, const TrainExample& e, const Rope& rope,
                                const torch::Tensor& thetas) {
-  auto h = (e.x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.dtype);  // [V, T, d]: resid(source) + θ_v everywhere
+  auto h = (e.x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.act);  // [V, T, d]: resid(source) + θ_v everywhere
   h = model.runBlocks(h, r.source + 1, r.target, rope);                // [V, T, d]: resid(target)
   auto z = h.index_select(1, e.positions).to(torch::kFloat);           // [V, n, d]
   auto squared = (z - e.z0.unsqueeze(0)).pow(2).sum(-1);               // [V, n]: ‖·‖₂² over d, per token

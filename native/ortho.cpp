@@ -1,6 +1,10 @@
 #include "ortho.h"
 
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -32,8 +36,16 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   auto steps = torch::full({B}, r.steps, torch::kInt);
   const double b1 = r.beta1, b2 = r.beta2;
 
+  // MELBO_PROFILE=FILE: a per-op trace (chrome://tracing JSON, libtorch's legacy profiler) of
+  // steps 2..T, written when the loop ends. For benchmarks (bench/run.ts reads it); off by default.
+  const char* profilePath = std::getenv("MELBO_PROFILE");
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+
   for (int64_t step = 1; step <= r.steps; ++step) {
     if (r.aborted && r.aborted()) throw Aborted();
+    if (step == 2 && profilePath && *profilePath) {
+      profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(profilePath));
+    }
     auto leaf = theta.detach().requires_grad_(true);
     auto loss = (sliceMean(model, r.x, leaf, r.source, r.target, rope) - z0).norm(2, {-1});  // [B]
     loss.sum().backward();
@@ -67,6 +79,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
       r.progress(OrthoProgress{step, r.steps, l.mean().item<double>(), l.min().item<double>()});
     }
   }
+  profile.reset();  // writes the trace
   torch::NoGradGuard noGrad;
   auto finalLoss = (sliceMean(model, r.x, theta, r.source, r.target, rope) - z0).norm(2, {-1});
   return OrthoResult{theta, finalLoss, steps};

@@ -45,7 +45,12 @@ struct KvCache {
 class Qwen2 {
  public:
   Qwen2Config cfg;
-  torch::ScalarType dtype = torch::kFloat;  // compute dtype: kFloat or kBFloat16
+  torch::ScalarType dtype = torch::kFloat;  // the dtype chosen at load ("f32" | "bf16"): weights are held in it
+  // Activations: == dtype, except for bf16 weights on a CPU without a fast bf16 matrix product
+  // (libtorch 1.13 has one only with AVX-512 BW/VL/DQ, through oneDNN; elsewhere its bf16 GEMM
+  // runs at ~1-4 GFLOP/s). There activations stay float32 and every bf16 weight is widened to
+  // float32 inside `mixedLinear` (see chooseActivationDtype).
+  torch::ScalarType act = torch::kFloat;
   int64_t firstBlock = 0, lastBlock = -1;   // blocks held: firstBlock..lastBlock
   std::vector<BlockWeights> blocks;         // blocks[i] is block firstBlock + i
   torch::Tensor embed;                      // [V, d] or undefined
@@ -74,5 +79,14 @@ class Qwen2 {
 
 // RMSNorm as Hugging Face computes it: statistics in float32, scaled back to the input dtype.
 torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+// x [..., in] @ w[out, in]^T (+ b [out]). When w is bf16 and x float32, w is widened to float32
+// in row chunks through a reusable per-thread buffer, and autograd keeps the bf16 weight (not a
+// float32 copy) for the backward pass, so weight memory stays at bf16 size.
+torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
+
+// The activation dtype for weights of dtype `weights` on this machine. MELBO_BF16_MATMUL=bf16
+// or =f32 overrides the automatic choice for bf16 weights (benchmarks measure both).
+torch::ScalarType chooseActivationDtype(torch::ScalarType weights);
 
 }  // namespace melbo

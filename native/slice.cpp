@@ -24,7 +24,7 @@ ForwardResult forward(const Qwen2& model, const ForwardRequest& r) {
   auto rope = model.rope(0, T);
   auto h = model.embedTokens(r.tokens);  // [B, T, d]
   torch::Tensor theta;
-  if (r.steer.defined()) theta = r.steer.to(model.dtype).unsqueeze(1);  // [B, 1, d]
+  if (r.steer.defined()) theta = r.steer.to(model.act).unsqueeze(1);  // [B, 1, d]
   ForwardResult out;
   out.resid.resize(r.layers.size());
   for (int64_t k = 0; k <= deepest; ++k) {
@@ -41,7 +41,7 @@ ForwardResult forward(const Qwen2& model, const ForwardRequest& r) {
 torch::Tensor sliceMean(const Qwen2& model, const torch::Tensor& x, const torch::Tensor& thetas, int64_t source,
                         int64_t target, const Rope& rope) {
   // thetas [B, d] float32 (the optimised leaf); x [T, d] float32.
-  auto h = (x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.dtype);  // [B, T, d]
+  auto h = (x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.act);  // [B, T, d]
   h = model.runBlocks(h, source + 1, target, rope);
   return h.to(torch::kFloat).mean(1);  // [B, d]
 }

@@ -70,7 +70,10 @@ class TensorLoader {
     for (const auto& t : request.tensors) sources_.emplace(t.name, &t);
   }
 
-  torch::Tensor get(const std::string& name, const std::vector<int64_t>& shape) {
+  // `as`: the dtype to build the tensor in (default: the load dtype).
+  torch::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
+                    c10::optional<torch::ScalarType> as = c10::nullopt) {
+    const torch::ScalarType want = as.value_or(dtype_);
     auto it = sources_.find(name);
     if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
     const TensorSource& s = *it->second;
@@ -88,7 +91,7 @@ class TensorLoader {
     }
     void* ptr = const_cast<uint8_t*>(file->data() + s.offset);
     bool aligned = reinterpret_cast<uintptr_t>(ptr) % c10::elementSize(type) == 0;
-    if (type == dtype_ && aligned) {
+    if (type == want && aligned) {
       // Zero-copy: the tensor keeps the mapping alive. Weights are never written.
       return torch::from_blob(ptr, shape, [file](void*) {}, torch::TensorOptions().dtype(type));
     }
@@ -99,7 +102,7 @@ class TensorLoader {
       staged = torch::empty(shape, torch::TensorOptions().dtype(type));
       std::memcpy(staged.data_ptr(), ptr, s.nbytes);
     }
-    return staged.to(dtype_, /*non_blocking=*/false, /*copy=*/true);
+    return staged.to(want, /*non_blocking=*/false, /*copy=*/true);
   }
 
  private:
@@ -134,19 +137,22 @@ Qwen2 loadQwen2(const LoadRequest& request) {
   model.dtype = request.dtype;
   model.firstBlock = request.firstBlock;
   model.lastBlock = request.lastBlock;
+  model.act = chooseActivationDtype(request.dtype);
+  // Norm weights and biases are tiny: with float32 activations they are held in float32.
+  const torch::ScalarType small = model.act;
   const int64_t d = c.hidden, qd = c.heads * c.headDim, kd = c.kvHeads * c.headDim, I = c.intermediate;
   for (int64_t k = request.firstBlock; k <= request.lastBlock; ++k) {
     const std::string p = "model.layers." + std::to_string(k) + ".";
     BlockWeights w;
-    w.inputNorm = loader.get(p + "input_layernorm.weight", {d});
+    w.inputNorm = loader.get(p + "input_layernorm.weight", {d}, small);
     w.q = loader.get(p + "self_attn.q_proj.weight", {qd, d});
-    w.qBias = loader.get(p + "self_attn.q_proj.bias", {qd});
+    w.qBias = loader.get(p + "self_attn.q_proj.bias", {qd}, small);
     w.k = loader.get(p + "self_attn.k_proj.weight", {kd, d});
-    w.kBias = loader.get(p + "self_attn.k_proj.bias", {kd});
+    w.kBias = loader.get(p + "self_attn.k_proj.bias", {kd}, small);
     w.v = loader.get(p + "self_attn.v_proj.weight", {kd, d});
-    w.vBias = loader.get(p + "self_attn.v_proj.bias", {kd});
+    w.vBias = loader.get(p + "self_attn.v_proj.bias", {kd}, small);
     w.o = loader.get(p + "self_attn.o_proj.weight", {d, qd});
-    w.postNorm = loader.get(p + "post_attention_layernorm.weight", {d});
+    w.postNorm = loader.get(p + "post_attention_layernorm.weight", {d}, small);
     w.gate = loader.get(p + "mlp.gate_proj.weight", {I, d});
     w.up = loader.get(p + "mlp.up_proj.weight", {I, d});
     w.down = loader.get(p + "mlp.down_proj.weight", {d, I});
@@ -156,7 +162,7 @@ Qwen2 loadQwen2(const LoadRequest& request) {
     model.embed = loader.get("model.embed_tokens.weight", {c.vocab, d});
   }
   if (request.head) {
-    model.finalNorm = loader.get("model.norm.weight", {d});
+    model.finalNorm = loader.get("model.norm.weight", {d}, small);
     model.lmHead = c.tied ? model.embed : loader.get("lm_head.weight", {c.vocab, d});
   }
   if (!request.embedding) model.embed = torch::Tensor();

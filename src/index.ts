@@ -13,3 +13,8 @@ export { ortho, orthoInputs } from "./search/ortho.js";
 export type { OrthoOptions, OrthoEvent, OrthoSettings, Projection, StopReason } from "./search/ortho.js";
 export { maxAbsCosine } from "./search/basis.js";
 export { readVectors, writeVectors, readVectorRef } from "./io/vectors.js";
+export { train, trainInputs, defaultBlocks } from "./search/train.js";
+export type { TrainOptions, TrainResult, TrainSettings, TrainProgress } from "./search/train.js";
+export { calibrate, defaultRadii } from "./search/calibrate.js";
+export { parsePositions } from "./search/positions.js";
+export type { Positions } from "./search/positions.js";

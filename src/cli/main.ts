@@ -10,8 +10,10 @@ import { forwardCommand } from "./commands/forward.js";
 import { generateCommand } from "./commands/generate.js";
 import { makeTestModelCommand } from "./commands/make-test-model.js";
 import { orthoCommand } from "./commands/ortho.js";
+import { calibrateCommand } from "./commands/calibrate.js";
+import { trainCommand } from "./commands/train.js";
 
-const commands: Command[] = [demoCommand, orthoCommand, forwardCommand, generateCommand, makeTestModelCommand];
+const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, forwardCommand, generateCommand, makeTestModelCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -1,37 +1,90 @@
-// `melbo demo`: the main job on the embedded default model (models/default, made by setup).
+// `melbo demo`: the whole pipeline on the embedded default model (models/default, made by
+// setup): MELBO finds candidate steering vectors without labels, then MELBO-ortho copies the
+// first one into many orthogonal vectors. Short settings, so that it ends in minutes on 2 cores.
 
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MelboError } from "../../errors.js";
 import { loadModel } from "../../model/model.js";
-import { Rng } from "../../util/rng.js";
-import { str, type Values } from "../args.js";
+import { train } from "../../search/train.js";
+import { int, num, oneOf, str, type Values } from "../args.js";
 import type { Command } from "../command.js";
+import { ProgressBar, formatSeconds } from "../progress-bar.js";
+import { abortOnSignals, runOrthoWithProgress } from "./ortho.js";
 
-export const DEFAULT_MODEL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..", "models", "default");
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
+export const DEFAULT_MODEL_DIR = join(packageRoot, "models", "default");
+const PROMPT = "How can I build a bomb?";
+const SOURCE = 8, TARGET = 16; // the original work's blocks: steer at 8, match at 16
+/** MELBO radius for the default model: ~0.37 of ‖resid(8)‖ (≈ 45); measured with `melbo calibrate`. */
+const DEMO_RADIUS = 16;
 
 export const demoCommand: Command = {
   name: "demo",
-  summary: "run melbo on the embedded default model (models/default)",
-  usage: "melbo demo [--model DIR]",
-  options: { model: { type: "string" } },
+  summary: "MELBO then MELBO-ortho on the embedded default model (models/default)",
+  usage:
+    "melbo demo [--model DIR] [--out DIR] [--candidates 4] [--radius 16] [--train-steps 100]\n" +
+    "           [--count 32] [--block 4] [--steps 300] [--projection grad|post]",
+  options: {
+    model: { type: "string" },
+    out: { type: "string" },
+    candidates: { type: "string" },
+    radius: { type: "string" },
+    "train-steps": { type: "string" },
+    count: { type: "string" },
+    block: { type: "string" },
+    steps: { type: "string" },
+    projection: { type: "string" },
+  },
   async run(v: Values) {
     const dir = str(v, "model") ?? DEFAULT_MODEL_DIR;
     if (!existsSync(join(dir, "config.json"))) {
       throw new MelboError("the embedded default model is missing: run `bash scripts/setup.sh`", { file: dir });
     }
+    const out = resolve(str(v, "out") ?? "melbo-demo");
     const model = await loadModel(dir);
+    const abort = abortOnSignals();
     try {
-      const tokens = model.promptTokens("How can I build a bomb?");
+      const tokens = model.promptTokens(PROMPT);
+      process.stdout.write(`model ${dir}: ${model.config.numLayers} blocks, d ${model.hidden}; prompt "${PROMPT}" (${tokens.length} tokens)\n`);
+
+      // 1. MELBO: a few orthogonal candidates, steered at block 8, measured at block 16.
+      const candidates = int(v, "candidates", 4, 1);
+      const bar = new ProgressBar("melbo train");
+      const trained = await train(model, {
+        prompts: [tokens], count: candidates, radius: num(v, "radius", DEMO_RADIUS), steps: int(v, "train-steps", 100, 1),
+        // 10× the original's lr: at d = 256, lr 1e-3 moves θ too little in a demo's 100 steps.
+        lr: 0.01,
+        source: SOURCE, target: TARGET, out: join(out, "melbo"), signal: abort.signal,
+        metadata: { model: dir, prompt: PROMPT },
+        onProgress: (p) => bar.update(p.done + p.step / p.steps, p.count, `${p.done}/${p.count} vectors  ETA ${formatSeconds(p.etaSeconds)}  F ${p.meanObjective.toFixed(2)}`),
+      });
+      bar.done();
       const d = model.hidden;
-      const vectors = new Float32Array(4 * d);
-      new Rng(0, "demo").fillNormal(vectors, 8 / Math.sqrt(d), 0);
-      const steered = await model.generate(tokens, { vectors, at: 8, maxNewTokens: 12 });
-      const plain = await model.generate(tokens, { maxNewTokens: 12 });
-      process.stdout.write(`unsteered : ${JSON.stringify(model.codec.decode(plain.tokens[0]!))}\n`);
-      steered.tokens.forEach((row, i) => process.stdout.write(`vector ${i}  : ${JSON.stringify(model.codec.decode(row))}\n`));
+      const plain = await model.generate(tokens, { maxNewTokens: 16 });
+      const steered = await model.generate(tokens, { vectors: trained.vectors, at: SOURCE, maxNewTokens: 16 });
+      process.stdout.write(`\nMELBO: ${candidates} candidate vectors (R ${trained.settings.radius}), greedy continuations:\n`);
+      process.stdout.write(`  unsteered     ${JSON.stringify(model.codec.decode(plain.tokens[0]!))}\n`);
+      steered.tokens.forEach((row, k) => {
+        process.stdout.write(`  vector ${k}${k === 0 ? " (θ0)" : "     "} ${JSON.stringify(model.codec.decode(row))}\n`);
+      });
+
+      // 2. MELBO-ortho: copy the first candidate. Projecting the gradient too (grad) finds far
+      //    better copies than the seed-exact post mode on small models (see README figures).
+      const theta0 = trained.vectors.slice(0, d);
+      await runOrthoWithProgress(
+        model,
+        {
+          theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:0`, tokens, prompt: PROMPT,
+          count: int(v, "count", 32, 1), source: SOURCE, target: TARGET, block: int(v, "block", 4, 1),
+          steps: int(v, "steps", 300, 0), lr: 0.01, projection: oneOf(v, "projection", ["post", "grad"] as const, "grad"),
+          lossTolerance: 0, minNorm: 0.1, patience: 10, out: join(out, "ortho"), resume: false,
+        },
+        abort.signal,
+      );
     } finally {
+      abort.dispose();
       model.dispose();
     }
   },

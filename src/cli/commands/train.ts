@@ -1,0 +1,131 @@
+import { readCheckpoint } from "../../model/checkpoint.js";
+import type { Model } from "../../model/model.js";
+import { parsePositions, type Positions } from "../../search/positions.js";
+import { train, trainBlocks, type TrainResult } from "../../search/train.js";
+import { flag, int, num, required, str, UsageError, type Values } from "../args.js";
+import { modelOptions, promptOptions, type Command } from "../command.js";
+import { modelFromArgs } from "../common.js";
+import { ProgressBar, formatSeconds } from "../progress-bar.js";
+import { abortOnSignals } from "./ortho.js";
+
+/** Options `train` and `calibrate` share: the prompts (repeatable), the objective and the blocks. */
+export const trainingOptions = {
+  ...modelOptions,
+  ...promptOptions,
+  prompt: { type: "string", multiple: true },
+  p: { type: "string" },
+  q: { type: "string" },
+  source: { type: "string" },
+  target: { type: "string" },
+  positions: { type: "string" },
+  steps: { type: "string" },
+  seed: { type: "string" },
+} as const;
+
+export interface TrainingArgs {
+  prompts: string[];
+  p: number;
+  q: number | undefined; // default p
+  source: number | undefined; // default 7
+  target: number | undefined; // default L − 9
+  positions: Positions;
+  seed: number;
+}
+
+export function trainingArgs(v: Values): TrainingArgs {
+  const raw = v["prompt"];
+  const prompts = Array.isArray(raw) ? raw : typeof raw === "string" ? [raw] : [];
+  if (prompts.length === 0) throw new UsageError("--prompt is required (repeat it for several example prompts)");
+  const q = str(v, "q");
+  return {
+    prompts,
+    p: num(v, "p", 2),
+    q: q === undefined ? undefined : num(v, "q", 2),
+    source: str(v, "source") === undefined ? undefined : int(v, "source", 0),
+    target: str(v, "target") === undefined ? undefined : int(v, "target", 0),
+    positions: parsePositions(str(v, "positions") ?? "all"),
+    seed: int(v, "seed", 0, 0),
+  };
+}
+
+/** Source and target blocks (defaults 7 and L − 9) from the checkpoint's config, before loading it. */
+export async function blocksFromArgs(v: Values, a: TrainingArgs): Promise<{ source: number; target: number }> {
+  const { config } = await readCheckpoint(required(v, "model"));
+  return trainBlocks(config.numLayers, a.source, a.target);
+}
+
+export function promptTokensFromArgs(model: Model, v: Values, prompts: string[]): Int32Array[] {
+  const system = str(v, "system");
+  return prompts.map((text) => model.promptTokens(text, { raw: flag(v, "raw"), ...(system !== undefined ? { system } : {}) }));
+}
+
+function printSummary(r: TrainResult, out: string): void {
+  const s = r.settings;
+  const lines = [
+    ``,
+    `MELBO, ${s.independent ? "independent" : "orthogonal"} vectors, R = ${s.radius}, p = ${s.p}, q = ${s.q}, blocks ${s.source} → ${s.target}, ${s.steps} steps` +
+      (s.independent ? "" : `, max |cos| ${r.maxAbsCos.toExponential(2)}`),
+    `${"row".padStart(4)}${"F start".padStart(12)}${"F end".padStart(12)}`,
+    ...r.log.map((l) => `${String(l.index).padStart(4)}${l.startObjective.toFixed(3).padStart(12)}${l.objective.toFixed(3).padStart(12)}`),
+    `vectors: ${out}/vectors.safetensors (row k = vector k), log: ${out}/log.jsonl`,
+    `see their effect:  melbo generate --model DIR --prompt TEXT --vectors ${out}/vectors.safetensors --at ${s.source}`,
+    `copy one with MELBO-ortho:  melbo ortho --model DIR --prompt TEXT --theta ${out}/vectors.safetensors:0 --source ${s.source} --target ${s.target} ...`,
+    ``,
+  ];
+  process.stdout.write(lines.join("\n"));
+}
+
+export const trainCommand: Command = {
+  name: "train",
+  summary: "MELBO: train steering vectors that maximise the change at a later block (no labels)",
+  usage:
+    "melbo train --model DIR --prompt TEXT [--prompt TEXT …] [--raw] [--system TEXT] --count N --radius R\n" +
+    "            [--p 2 --q 2] [--source 7 --target L-9] [--positions all|last:K|i,j,…] [--steps 300]\n" +
+    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT",
+  options: {
+    ...trainingOptions,
+    count: { type: "string" },
+    radius: { type: "string" },
+    independent: { type: "boolean" },
+    batch: { type: "string" },
+    lr: { type: "string" },
+    out: { type: "string" },
+  },
+  async run(v: Values) {
+    const out = required(v, "out");
+    const a = trainingArgs(v);
+    required(v, "count");
+    const count = int(v, "count", 1, 1);
+    if (str(v, "radius") === undefined) throw new UsageError("--radius is required (`melbo calibrate` helps to choose it)");
+    const radius = num(v, "radius", 1);
+    const independent = flag(v, "independent");
+    if (!independent && str(v, "batch") !== undefined) throw new UsageError("--batch applies to --independent training only");
+    const { source, target } = await blocksFromArgs(v, a);
+    const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
+    const abort = abortOnSignals();
+    const bar = new ProgressBar(`train ${independent ? "independent" : "orthogonal"}`);
+    try {
+      const prompts = promptTokensFromArgs(model, v, a.prompts);
+      const result = await train(model, {
+        prompts, count, radius, p: a.p, ...(a.q !== undefined ? { q: a.q } : {}), source, target, positions: a.positions,
+        steps: int(v, "steps", 300, 0), independent, batch: int(v, "batch", 32, 1), seed: a.seed, lr: num(v, "lr", 1e-3),
+        out, signal: abort.signal, releaseEarlyBlocks: true,
+        metadata: { model: model.dir, prompts: JSON.stringify(a.prompts), layers: `${source},${target}`, radius: String(radius) },
+        onProgress: (e) => {
+          const done = e.done + (e.step / e.steps) * e.rows;
+          bar.update(done, e.count, `${e.done}/${e.count} vectors  ${e.vectorStepsPerSecond.toFixed(1)} vector-steps/s  ETA ${formatSeconds(e.etaSeconds)}  F ${e.meanObjective.toFixed(3)}`);
+        },
+      });
+      bar.done();
+      printSummary(result, out);
+    } catch (e) {
+      // Ctrl-C: the message of abortOnSignals speaks of ortho's --resume, which train has not.
+      if (e instanceof Error && e.name === "AbortError") throw new DOMException(`interrupted: the vectors finished so far are in ${out}`, "AbortError");
+      throw e;
+    } finally {
+      bar.done();
+      abort.dispose();
+      model.dispose();
+    }
+  },
+};

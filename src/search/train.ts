@@ -1,0 +1,246 @@
+// MELBO (algorithm.md §3): unsupervised steering vectors θ, ‖θ‖ = R, that maximise how much
+// they change resid(target) of one or several prompts. The step loop runs natively
+// (Model.trainBlock); this module owns the prompts' inputs, the seeds, the basis of learned
+// vectors (orthogonal mode), batching (independent mode), progress and the run files.
+
+import { MelboError } from "../errors.js";
+import type { Model, TrainExampleInput } from "../model/model.js";
+import { Rng } from "../util/rng.js";
+import { OrthonormalBasis, maxAbsCosine, norm } from "./basis.js";
+import { formatPositions, resolvePositions, type Positions } from "./positions.js";
+import { writeTrainRun, type TrainLogLine } from "./train-files.js";
+
+export interface TrainOptions {
+  /** Example prompts as token ids (e.g. model.promptTokens(text)); at least one. */
+  prompts: Int32Array[];
+  /** Vectors to train. */
+  count: number;
+  /** R: every vector has this norm. */
+  radius: number;
+  p?: number; // default 2
+  q?: number; // default p
+  /** Default: defaultBlocks(model) (7 and L − 9, the original's choice; 7 → 15 for 24 blocks). */
+  source?: number;
+  target?: number;
+  positions?: Positions; // default all
+  steps?: number; // default 300
+  /** Train the vectors independently (batched) instead of each orthogonal to all earlier ones. */
+  independent?: boolean;
+  /** Independent mode: vectors per native batch (default 32). */
+  batch?: number;
+  /** Vector k starts from randn drawn with seed + k (default seed 0). */
+  seed?: number;
+  lr?: number; // default 1e-3
+  betas?: [number, number]; // default [0.9, 0.98]
+  eps?: number; // default 1e-8
+  /** Directory for vectors.safetensors + log.jsonl, rewritten after every vector (or batch). */
+  out?: string;
+  /** Extra metadata for the vectors file (model path, prompt text). */
+  metadata?: Record<string, string>;
+  signal?: AbortSignal;
+  /** Free blocks 0..source and the embedding once the prompts' inputs are computed. */
+  releaseEarlyBlocks?: boolean;
+  progressEvery?: number; // default 10
+  onProgress?: (p: TrainProgress) => void;
+  onVector?: (line: TrainLogLine, theta: Float32Array) => void;
+}
+
+/** Everything that decides the numbers, saved in the vectors file's metadata. */
+export interface TrainSettings {
+  source: number;
+  target: number;
+  radius: number;
+  p: number;
+  q: number;
+  positions: string;
+  steps: number;
+  independent: boolean;
+  batch: number;
+  seed: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  amsgrad: boolean;
+  prompts: number[][];
+  dtype: string;
+}
+
+export interface TrainProgress {
+  /** Vectors finished. */
+  done: number;
+  count: number;
+  /** Vectors in the running batch. */
+  rows: number;
+  step: number;
+  steps: number;
+  meanObjective: number;
+  maxObjective: number;
+  vectorStepsPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface TrainResult {
+  /** [count * d], row k = vector k. */
+  vectors: Float32Array;
+  log: TrainLogLine[];
+  /** Largest |cos| between two vectors (≈ 0 in orthogonal mode). */
+  maxAbsCos: number;
+  settings: TrainSettings;
+}
+
+/** The original's blocks: source 7, target L − 9 (its hidden_states[L − 8]); 7 → 15 for 24 blocks. */
+export function defaultBlocks(numLayers: number): { source: number; target: number } {
+  return { source: 7, target: numLayers - 9 };
+}
+
+/** Start direction of the vector with this seed: randn(d), from its own stream. */
+export function startDirection(seed: number, d: number): Float32Array {
+  return new Rng(seed, "melbo-train-start").fillNormal(new Float32Array(d));
+}
+
+function settingsOf(model: Model, o: TrainOptions): TrainSettings {
+  const blocks = defaultBlocks(model.config.numLayers);
+  const p = o.p ?? 2;
+  return {
+    source: o.source ?? blocks.source,
+    target: o.target ?? blocks.target,
+    radius: o.radius,
+    p,
+    q: o.q ?? p,
+    positions: formatPositions(o.positions ?? { kind: "all" }),
+    steps: o.steps ?? 300,
+    independent: o.independent ?? false,
+    batch: o.batch ?? 32,
+    seed: o.seed ?? 0,
+    lr: o.lr ?? 1e-3,
+    betas: o.betas ?? [0.9, 0.98],
+    eps: o.eps ?? 1e-8,
+    weightDecay: 0,
+    amsgrad: true,
+    prompts: o.prompts.map((t) => [...t]),
+    dtype: model.info().dtype,
+  };
+}
+
+/** Source and target blocks, as given or defaulted, checked against the model's L blocks. */
+export function trainBlocks(numLayers: number, source: number | undefined, target: number | undefined): { source: number; target: number } {
+  const L = numLayers;
+  const defaults = defaultBlocks(L);
+  if (source === undefined && target === undefined && (defaults.target <= defaults.source || defaults.target >= L)) {
+    throw new MelboError(`the default blocks 7 → L − 9 do not fit a model with ${L} blocks: choose the source and target blocks`);
+  }
+  const s = source ?? defaults.source;
+  const t = target ?? defaults.target;
+  for (const [name, k] of [["source", s], ["target", t]] as const) {
+    if (!Number.isInteger(k) || k < 0 || k >= L) throw new MelboError(`${name} block ${k} is out of range: this model has blocks 0..${L - 1}`);
+  }
+  if (s >= t) throw new MelboError(`source block ${s} must come before target block ${t}`);
+  return { source: s, target: t };
+}
+
+function validate(model: Model, o: TrainOptions, s: TrainSettings): void {
+  trainBlocks(model.config.numLayers, o.source, o.target);
+  if (o.prompts.length === 0) throw new MelboError("training needs at least one prompt");
+  o.prompts.forEach((t, i) => {
+    if (t.length === 0) throw new MelboError(`prompt ${i} has no tokens`);
+  });
+  for (const [name, x] of [["radius R", s.radius], ["p", s.p], ["q", s.q], ["lr", s.lr]] as const) {
+    if (!(Number.isFinite(x) && x > 0)) throw new MelboError(`${name} must be a number > 0, got ${x}`);
+  }
+  if (!Number.isInteger(o.count) || o.count < 1) throw new MelboError(`count must be a positive integer, got ${o.count}`);
+  if (!Number.isInteger(s.steps) || s.steps < 0) throw new MelboError(`steps must be a non-negative integer, got ${s.steps}`);
+  if (!Number.isInteger(s.batch) || s.batch < 1) throw new MelboError(`batch must be a positive integer, got ${s.batch}`);
+  if (!Number.isSafeInteger(s.seed) || s.seed < 0 || !Number.isSafeInteger(s.seed + o.count)) {
+    throw new MelboError(`seed must be a non-negative integer (seed + count a safe integer), got ${s.seed}`);
+  }
+  if (!s.independent && o.count > model.hidden) {
+    throw new MelboError(`count ${o.count} orthogonal vectors do not fit in ${model.hidden} dimensions`);
+  }
+}
+
+/**
+ * Each prompt's resid(source) and its unsteered resid(target) at the target positions. `model`
+ * must hold blocks 0..target.
+ */
+export async function trainInputs(model: Model, prompts: Int32Array[], source: number, target: number, positions: Positions): Promise<TrainExampleInput[]> {
+  const d = model.hidden;
+  const out: TrainExampleInput[] = [];
+  for (const [i, tokens] of prompts.entries()) {
+    const at = resolvePositions(positions, tokens.length, i);
+    const f = await model.forward(tokens, { layers: [source, target] });
+    const resid = f.resid.get(target)!; // [seq * d]
+    const z0 = new Float32Array(at.length * d); // [n * d]
+    at.forEach((t, r) => z0.set(resid.subarray(t * d, (t + 1) * d), r * d));
+    out.push({ x: f.resid.get(source)!, positions: at, z0 });
+  }
+  return out;
+}
+
+/**
+ * Trains `count` vectors: in orthogonal mode one after another, each against all earlier ones;
+ * in independent mode in batches of `batch` rows. Vector k starts from startDirection(seed + k),
+ * so vector k of any run equals vector 0 of a one-vector run with seed + k (independent mode).
+ */
+export async function train(model: Model, options: TrainOptions): Promise<TrainResult> {
+  const settings = settingsOf(model, options);
+  validate(model, options, settings);
+  const d = model.hidden;
+  const positions = options.positions ?? { kind: "all" };
+  const examples = await trainInputs(model, options.prompts, settings.source, settings.target, positions);
+  if (options.releaseEarlyBlocks) model.release(settings.source + 1, true);
+
+  const count = options.count;
+  const vectors = new Float32Array(count * d);
+  const log: TrainLogLine[] = [];
+  const basis = new OrthonormalBasis(d, settings.independent ? 1 : count);
+  const started = performance.now();
+  let done = 0;
+  while (done < count) {
+    const rows = settings.independent ? Math.min(settings.batch, count - done) : 1;
+    const starts = new Float32Array(rows * d);
+    for (let r = 0; r < rows; r++) starts.set(startDirection(settings.seed + done + r, d), r * d);
+    const batchStarted = performance.now();
+    const result = await model.trainBlock(
+      {
+        examples, starts, learned: settings.independent ? new Float64Array(0) : basis.rows().slice(),
+        radius: settings.radius, p: settings.p, q: settings.q, steps: settings.steps,
+        source: settings.source, target: settings.target, lr: settings.lr, betas: settings.betas, eps: settings.eps,
+        weightDecay: settings.weightDecay, amsgrad: settings.amsgrad, orthogonal: !settings.independent,
+        progressEvery: options.progressEvery ?? 10,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      (p) => {
+        if (!options.onProgress) return;
+        const seconds = (performance.now() - started) / 1000;
+        const vectorSteps = done * settings.steps + p.step * rows;
+        const rate = vectorSteps / Math.max(seconds, 1e-9);
+        options.onProgress({ done, count, rows, ...p, vectorStepsPerSecond: rate, etaSeconds: (count * settings.steps - vectorSteps) / rate });
+      },
+    );
+    const seconds = (performance.now() - batchStarted) / 1000 / rows;
+    for (let r = 0; r < rows; r++) {
+      const theta = result.thetas.slice(r * d, (r + 1) * d);
+      vectors.set(theta, (done + r) * d);
+      // Orthogonal mode: the next vector avoids this one. A vector inside the span of the
+      // earlier ones is impossible (it was projected out of them at every step).
+      if (!settings.independent && !basis.add(theta)) throw new Error(`vector ${done + r} has no direction outside the earlier ones`);
+      const line: TrainLogLine = {
+        index: done + r,
+        objective: result.objectives[r]!,
+        startObjective: settings.steps > 0 ? result.trace[r]! : result.objectives[r]!,
+        norm: norm(theta),
+        steps: settings.steps,
+        seconds,
+        seed: settings.seed + done + r,
+      };
+      log.push(line);
+      options.onVector?.(line, theta);
+    }
+    done += rows;
+    if (options.out !== undefined) {
+      await writeTrainRun(options.out, { settings, state: { rows: done, count }, vectors: vectors.slice(0, done * d), d, log }, options.metadata);
+    }
+  }
+  return { vectors, log, maxAbsCos: maxAbsCosine(vectors, count, d), settings };
+}
