@@ -29,6 +29,7 @@ const TINY: Record<string, unknown> = {
 
 const TINY_CONFIG: Qwen2Config = {
   architecture: "Qwen2ForCausalLM",
+  maxPositionEmbeddings: 32768,
   hiddenSize: 16,
   intermediateSize: 24,
   numLayers: 2,

@@ -52,6 +52,7 @@ describe("readConfig", () => {
       vocabSize: 151936,
       rmsNormEps: 1e-6,
       ropeTheta: 1e6,
+      maxPositionEmbeddings: 32768,
       tieWordEmbeddings: false,
       bosTokenId: 151643,
       eosTokenId: [151645],

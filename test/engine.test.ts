@@ -162,6 +162,29 @@ describe("engine", () => {
     assert.equal(out.resid.get(0)!.length, tokens.length * d);
   });
 
+  it("a prompt longer than max_position_embeddings is refused, naming the checkpoint", async () => {
+    const { cp, mkdtemp, readFile, rm, symlink, writeFile } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const short = await mkdtemp(join(tmpdir(), "melbo-short-"));
+    try {
+      for (const f of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) await cp(join(dir, f), join(short, f));
+      await symlink(join(dir, "model.safetensors"), join(short, "model.safetensors"));
+      const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+      await writeFile(join(short, "config.json"), JSON.stringify({ ...config, max_position_embeddings: 8 }));
+      const m = await loadModel(short, { blocks: { to: 0 } });
+      try {
+        const tokens = m.promptTokens("How can I build a bomb?");
+        await assert.rejects(m.forward(tokens, { layers: [0] }), /melbo-short-.*: the prompt has 26 tokens, more than this model's max_position_embeddings \(8\)/);
+        await assert.rejects(m.generate(tokens.slice(0, 6), { maxNewTokens: 3 }), /6 tokens \+ 3 new/);
+      } finally {
+        m.dispose();
+      }
+    } finally {
+      await rm(short, { recursive: true, force: true });
+    }
+  });
+
   it("a disposed model rejects calls", async () => {
     const m = await loadModel(dir, { blocks: { to: 0 } });
     m.dispose();

@@ -69,6 +69,8 @@ export function parseConfig(raw: Json, file: string): Qwen2Config {
   const vocabSize = positiveInt(raw, "vocab_size", file);
   const rmsNormEps = positiveNumber(raw, "rms_norm_eps", file, 1e-6);
   const ropeTheta = positiveNumber(raw, "rope_theta", file, 10000);
+  // The longest sequence the model was built for (prompt + generated tokens); HF's default.
+  const maxPositionEmbeddings = raw["max_position_embeddings"] === undefined ? 32768 : positiveInt(raw, "max_position_embeddings", file);
 
   if (hiddenSize % numHeads !== 0) {
     throw new MelboError(`hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`, { file });
@@ -119,6 +121,7 @@ export function parseConfig(raw: Json, file: string): Qwen2Config {
     vocabSize,
     rmsNormEps,
     ropeTheta,
+    maxPositionEmbeddings,
     tieWordEmbeddings: tie === true,
     bosTokenId: typeof bos === "number" ? bos : null,
     eosTokenId: eos as number[],

@@ -223,6 +223,7 @@ export class Model {
       throw new MelboError(`tokens hold ${tokens.length} ids, not a non-empty [batch ${batch} × seq] array`);
     }
     this.checkTokens(tokens);
+    this.checkLength(tokens.length / batch, 0);
     const layers = [...new Set(options.layers ?? [])];
     for (const k of layers) this.checkBlock(k, "layer");
     if (options.steer) this.checkSteering(options.steer.vectors, options.steer.at, batch);
@@ -274,6 +275,7 @@ export class Model {
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
       throw new MelboError(`maxNewTokens must be a non-negative integer, got ${options.maxNewTokens}`);
     }
+    this.checkLength(tokens.length, options.maxNewTokens);
     const temperature = options.temperature ?? 0;
     const topP = options.topP ?? 1;
     if (!(temperature >= 0)) throw new MelboError(`temperature must be >= 0, got ${temperature}`);
@@ -446,6 +448,16 @@ export class Model {
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i]!;
       if (t < 0 || t >= V) throw new MelboError(`token id ${t} at position ${i} is outside the vocabulary 0..${V - 1}`);
+    }
+  }
+
+  private checkLength(promptLength: number, newTokens: number): void {
+    const max = this.config.maxPositionEmbeddings;
+    if (promptLength + newTokens > max) {
+      throw new MelboError(
+        `the prompt has ${promptLength} tokens${newTokens ? ` + ${newTokens} new` : ""}, more than this model's max_position_embeddings (${max})`,
+        { file: this.checkpoint.dir },
+      );
     }
   }
 

@@ -12,6 +12,7 @@ export interface Qwen2Config {
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
+  maxPositionEmbeddings: number; // longest sequence (prompt + new tokens)
   tieWordEmbeddings: boolean;
   bosTokenId: number | null;
   eosTokenId: number[]; // one or several
