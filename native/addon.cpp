@@ -52,17 +52,7 @@ Napi::Value ProjectBlock(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "projectBlock(options): options object required");
   Napi::Object o = info[0].As<Napi::Object>();
   const int64_t d = melbo::getInt(o, "d");
-  auto read = [&](const char* key) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-      throw Napi::TypeError::New(env, std::string("option '") + key + "' must be a Float64Array");
-    }
-    auto a = v.As<Napi::Float64Array>();
-    if (d < 1 || a.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, std::string("option '") + key + "' must be [n * d]");
-    auto n = static_cast<int64_t>(a.ElementLength()) / d;
-    return n == 0 ? torch::zeros({0, d}, torch::kDouble) : torch::from_blob(a.Data(), {n, d}, torch::kDouble).clone();
-  };
-  auto rows = read("rows"), basis = read("basis");
+  auto rows = melbo::float64Rows(o, "rows", d), basis = melbo::float64Rows(o, "basis", d);
   const bool cuda = o.Get("device").IsString() && o.Get("device").As<Napi::String>().Utf8Value() == "cuda";
   const bool reference = melbo::getBool(o, "reference", false);
   try {

@@ -94,6 +94,20 @@ torch::Tensor int32TensorAsLong(const Napi::Object& o, const char* key) {
   return torch::from_blob(arr.Data(), {n}, torch::kInt).to(torch::kLong);
 }
 
+torch::Tensor float64Rows(const Napi::Object& o, const char* key, int64_t d) {
+  Napi::Value v = need(o, key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a Float64Array");
+  }
+  auto arr = v.As<Napi::Float64Array>();
+  if (d < 1 || arr.ElementLength() % static_cast<size_t>(d) != 0) {
+    throw Napi::RangeError::New(o.Env(), std::string("option '") + key + "' must hold [n * " + std::to_string(d) + "] values");
+  }
+  const auto n = static_cast<int64_t>(arr.ElementLength()) / d;
+  if (n == 0) return torch::zeros({0, d}, torch::kDouble);
+  return torch::from_blob(arr.Data(), {n, d}, torch::kDouble).clone();
+}
+
 template <typename ArrayT, typename Elem>
 static ArrayT exportTensor(Napi::Env env, torch::Tensor t, torch::ScalarType type) {
   t = t.to(type).contiguous();

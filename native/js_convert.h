@@ -20,6 +20,8 @@ std::vector<int64_t> getIntList(const Napi::Object& o, const char* key);
 // Copies of typed arrays as tensors of the given shape (numel must match, else RangeError).
 torch::Tensor float32Tensor(const Napi::Object& o, const char* key, std::vector<int64_t> shape);
 torch::Tensor int32TensorAsLong(const Napi::Object& o, const char* key);
+// A Float64Array of [n * d] values as an [n, d] float64 tensor (n may be 0).
+torch::Tensor float64Rows(const Napi::Object& o, const char* key, int64_t d);
 
 // Zero-copy views of a tensor's memory as JS typed arrays; the tensor lives until GC.
 Napi::Float32Array toFloat32Array(Napi::Env env, torch::Tensor t);

@@ -5,6 +5,7 @@
 #include "melbo_train.h"
 #include "ortho.h"
 #include "js_convert.h"
+#include "js_progress.h"
 #include "promise_worker.h"
 #include "slice.h"
 #include "weights.h"
@@ -236,14 +237,7 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   OrthoRequest r;
   r.x = float32Tensor(o, "x", {getInt(o, "seq"), d});
   r.theta0 = float32Tensor(o, "theta0", {d});
-  Napi::Value basisValue = o.Get("basis");
-  if (!basisValue.IsTypedArray() || basisValue.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw Napi::TypeError::New(env, "option 'basis' must be a Float64Array");
-  }
-  auto basisArray = basisValue.As<Napi::Float64Array>();
-  if (basisArray.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "option 'basis' must be [m * d]");
-  const auto m = static_cast<int64_t>(basisArray.ElementLength()) / d;
-  r.basis = m == 0 ? torch::zeros({0, d}, torch::kDouble) : torch::from_blob(basisArray.Data(), {m, d}, torch::kDouble).clone();
+  r.basis = float64Rows(o, "basis", d);
   r.rows = getInt(o, "rows");
   r.steps = getInt(o, "steps");
   r.source = getInt(o, "source");
@@ -255,39 +249,19 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   r.projectGradient = getBool(o, "projectGradient", false);
   r.lossTolerance = getNumber(o, "lossTolerance", 0);
   r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
-  if (has(o, "abort")) {
-    auto flag = AbortFlag::From(o.Get("abort"));
-    r.aborted = [flag]() { return flag->load(); };
-  }
-  std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
-  if (info.Length() > 1 && info[1].IsFunction()) {
-    tsfn = std::make_shared<Napi::ThreadSafeFunction>(
-        Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "melbo-progress", 0, 1));
-    r.progress = [tsfn](const OrthoProgress& p) {
-      auto* copy = new OrthoProgress(p);
-      auto status = tsfn->NonBlockingCall(copy, [](Napi::Env env, Napi::Function callback, OrthoProgress* p) {
-        Napi::Object event = Napi::Object::New(env);
-        event.Set("step", Napi::Number::New(env, static_cast<double>(p->step)));
-        event.Set("steps", Napi::Number::New(env, static_cast<double>(p->steps)));
-        event.Set("meanLoss", Napi::Number::New(env, p->meanLoss));
-        event.Set("minLoss", Napi::Number::New(env, p->minLoss));
-        delete p;
-        callback.Call({event});  // an exception thrown by the callback surfaces as uncaught in JS
-      });
-      if (status != napi_ok) delete copy;
+  r.aborted = abortCheck(o);
+  ProgressChannel progress(env, info[1], "melbo-ortho-progress");
+  if (progress.active()) {
+    r.progress = [progress](const OrthoProgress& p) {
+      progress.report({{"step", static_cast<double>(p.step)}, {"steps", static_cast<double>(p.steps)},
+                       {"meanLoss", p.meanLoss}, {"minLoss", p.minLoss}});
     };
   }
   using Result = OrthoResult;
   return PromiseWorker<Result>::Start(
       env,
-      [model, r, tsfn]() {
-        // Release the progress function however the job ends, so the process can exit.
-        struct ReleaseGuard {
-          std::shared_ptr<Napi::ThreadSafeFunction> f;
-          ~ReleaseGuard() {
-            if (f) f->Release();
-          }
-        } guard{tsfn};
+      [model, r, progress]() {
+        ReleaseOnExit guard{progress};
         return orthoBlock(*model, r);
       },
       [](Napi::Env env, Result& res) -> Napi::Value {
@@ -324,14 +298,7 @@ Napi::Value ModelObject::TrainBlock(const Napi::CallbackInfo& info) {
     r.examples.push_back(std::move(ex));
   }
   r.thetas = float32Tensor(o, "thetas", {getInt(o, "rows"), d});
-  Napi::Value learnedValue = o.Get("learned");
-  if (!learnedValue.IsTypedArray() || learnedValue.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw Napi::TypeError::New(env, "option 'learned' must be a Float64Array");
-  }
-  auto learnedArray = learnedValue.As<Napi::Float64Array>();
-  if (learnedArray.ElementLength() % static_cast<size_t>(d) != 0) throw Napi::RangeError::New(env, "option 'learned' must be [m * d]");
-  const auto m = static_cast<int64_t>(learnedArray.ElementLength()) / d;
-  r.learned = m == 0 ? torch::zeros({0, d}, torch::kDouble) : torch::from_blob(learnedArray.Data(), {m, d}, torch::kDouble).clone();
+  r.learned = float64Rows(o, "learned", d);
   r.radius = getNumber(o, "radius", 0);
   r.p = getNumber(o, "p", 2);
   r.q = getNumber(o, "q", 2);
@@ -346,39 +313,19 @@ Napi::Value ModelObject::TrainBlock(const Napi::CallbackInfo& info) {
   r.amsgrad = getBool(o, "amsgrad", true);
   r.orthogonal = getBool(o, "orthogonal", false);
   r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
-  if (has(o, "abort")) {
-    auto flag = AbortFlag::From(o.Get("abort"));
-    r.aborted = [flag]() { return flag->load(); };
-  }
-  std::shared_ptr<Napi::ThreadSafeFunction> tsfn;
-  if (info.Length() > 1 && info[1].IsFunction()) {
-    tsfn = std::make_shared<Napi::ThreadSafeFunction>(
-        Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "melbo-train-progress", 0, 1));
-    r.progress = [tsfn](const TrainProgress& p) {
-      auto* copy = new TrainProgress(p);
-      auto status = tsfn->NonBlockingCall(copy, [](Napi::Env env, Napi::Function callback, TrainProgress* p) {
-        Napi::Object event = Napi::Object::New(env);
-        event.Set("step", Napi::Number::New(env, static_cast<double>(p->step)));
-        event.Set("steps", Napi::Number::New(env, static_cast<double>(p->steps)));
-        event.Set("meanObjective", Napi::Number::New(env, p->meanObjective));
-        event.Set("maxObjective", Napi::Number::New(env, p->maxObjective));
-        delete p;
-        callback.Call({event});
-      });
-      if (status != napi_ok) delete copy;
+  r.aborted = abortCheck(o);
+  ProgressChannel progress(env, info[1], "melbo-train-progress");
+  if (progress.active()) {
+    r.progress = [progress](const TrainProgress& p) {
+      progress.report({{"step", static_cast<double>(p.step)}, {"steps", static_cast<double>(p.steps)},
+                       {"meanObjective", p.meanObjective}, {"maxObjective", p.maxObjective}});
     };
   }
   using Result = TrainResult;
   return PromiseWorker<Result>::Start(
       env,
-      [model, r, tsfn]() {
-        // Release the progress function however the job ends, so the process can exit.
-        struct ReleaseGuard {
-          std::shared_ptr<Napi::ThreadSafeFunction> f;
-          ~ReleaseGuard() {
-            if (f) f->Release();
-          }
-        } guard{tsfn};
+      [model, r, progress]() {
+        ReleaseOnExit guard{progress};
         return trainBlock(*model, r);
       },
       [](Napi::Env env, Result& res) -> Napi::Value {

@@ -315,6 +315,88 @@ export class Model {
     if (o.x.length === 0 || o.x.length % d !== 0) throw new MelboError(`x must be [seq × ${d}], got ${o.x.length} values`);
     if (o.basis.length % d !== 0) throw new MelboError(`basis must be [m × ${d}], got ${o.basis.length} values`);
     checkFinite(o.theta0, "θ0");
+    return this.withAbortFlag(o.signal, (abort) =>
+      this.native().orthoBlock(
+        {
+          x: o.x,
+          seq: o.x.length / d,
+          theta0: o.theta0,
+          basis: o.basis,
+          rows: o.rows,
+          steps: o.steps,
+          source: o.source,
+          target: o.target,
+          lr: o.lr,
+          beta1: o.betas[0],
+          beta2: o.betas[1],
+          eps: o.eps,
+          projectGradient: o.projection === "grad",
+          lossTolerance: o.lossTolerance,
+          progressEvery: o.progressEvery ?? 10,
+          ...(abort ? { abort } : {}),
+        },
+        onProgress,
+      ),
+    );
+  }
+
+  /** z(θ_b) = mean over positions of f_{s→t}(x + θ_b): [batch * d]. */
+  async sliceMean(o: { x: Float32Array; thetas: Float32Array; source: number; target: number }): Promise<Float32Array> {
+    const d = this.hidden;
+    this.checkSlice(o.source, o.target);
+    if (o.x.length === 0 || o.x.length % d !== 0) throw new MelboError(`x must be [seq × ${d}], got ${o.x.length} values`);
+    if (o.thetas.length === 0 || o.thetas.length % d !== 0) throw new MelboError(`thetas must be [batch × ${d}], got ${o.thetas.length} values`);
+    checkFinite(o.thetas, "thetas");
+    return this.native().sliceMean({ x: o.x, seq: o.x.length / d, thetas: o.thetas, batch: o.thetas.length / d, source: o.source, target: o.target });
+  }
+
+  /** Continuations of one prompt, one per steering vector (KV cache, batched). New tokens only. */
+  async generate(tokens: Int32Array, options: GenerateOptions): Promise<{ tokens: Int32Array[] }> {
+    if (tokens.length === 0) throw new MelboError("generate: the prompt has no tokens");
+    this.checkTokens(tokens);
+    if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
+      throw new MelboError(`maxNewTokens must be a non-negative integer, got ${options.maxNewTokens}`);
+    }
+    this.checkLength(tokens.length, options.maxNewTokens);
+    const temperature = options.temperature ?? 0;
+    const topP = options.topP ?? 1;
+    if (!(temperature >= 0)) throw new MelboError(`temperature must be >= 0, got ${temperature}`);
+    if (!(topP > 0 && topP <= 1)) throw new MelboError(`topP must be in (0, 1], got ${topP}`);
+    const seed = options.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new MelboError(`seed must be a non-negative integer, got ${seed}`);
+    let batch = 1;
+    if (options.vectors) {
+      batch = options.vectors.length / this.hidden;
+      if (options.at === undefined) throw new MelboError("generate: steering vectors need the block 'at'");
+      this.checkSteering(options.vectors, options.at, batch);
+    }
+    const out = await this.native().generate({
+      tokens,
+      ...(options.vectors ? { vectors: options.vectors, batch, at: options.at! } : {}),
+      maxNewTokens: options.maxNewTokens,
+      temperature,
+      topP,
+      seed,
+      stopTokens: options.stopTokens ?? [...this.codec.eosTokenIds],
+    });
+    const rows: Int32Array[] = [];
+    for (let b = 0; b < batch; b++) {
+      rows.push(out.tokens.slice(b * options.maxNewTokens, b * options.maxNewTokens + out.lengths[b]!));
+    }
+    return { tokens: rows };
+  }
+
+  /**
+   * Runs `steps` MELBO-ortho steps for a block of `rows` vectors natively (see search/ortho.ts,
+   * which owns the basis, the stop rules and the files). Rejects with an AbortError on abort.
+   */
+  async orthoBlock(o: OrthoBlockOptions, onProgress?: (p: OrthoBlockProgress) => void): Promise<OrthoBlockResult> {
+    const d = this.hidden;
+    this.checkSlice(o.source, o.target);
+    if (o.theta0.length !== d) throw new MelboError(`θ0 must have ${d} values (the model's hidden size), got ${o.theta0.length}`);
+    if (o.x.length === 0 || o.x.length % d !== 0) throw new MelboError(`x must be [seq × ${d}], got ${o.x.length} values`);
+    if (o.basis.length % d !== 0) throw new MelboError(`basis must be [m × ${d}], got ${o.basis.length} values`);
+    checkFinite(o.theta0, "θ0");
     let flag: NativeAbortFlag | undefined;
     const signal = o.signal;
     const onAbort = () => flag?.abort();
