@@ -16,13 +16,16 @@
 
 namespace melbo {
 
-int64_t skinnyRowLimit() {
+int64_t skinnyRowLimit(torch::ScalarType weights) {
   if (const char* env = std::getenv("MELBO_SKINNY_ROWS")) {
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
     if (end != env && v >= 0) return static_cast<int64_t>(v);
   }
-  return 64;
+  // Measured on a 2-core Zen 3 (bench/NOTES.md): with float32 weights OpenBLAS catches up near
+  // 100 rows; with bf16 weights the alternative also pays for widening them, so the crossover
+  // is later.
+  return weights == torch::kBFloat16 ? 224 : 64;
 }
 
 #ifndef MELBO_SKINNY_X86
@@ -44,7 +47,7 @@ bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w) {
   if (w.dim() != 2 || !w.is_contiguous() || (w.scalar_type() != torch::kFloat && w.scalar_type() != torch::kBFloat16)) return false;
   if (w.size(1) % 16 != 0 || x.size(-1) != w.size(1)) return false;
   const int64_t rows = x.numel() / w.size(1);
-  return rows >= 1 && rows <= skinnyRowLimit();
+  return rows >= 1 && rows <= skinnyRowLimit(w.scalar_type());
 }
 
 namespace {

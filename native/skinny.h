@@ -14,8 +14,9 @@ namespace melbo {
 // callers use torch's matrix products).
 bool skinnyAvailable();
 
-// Rows up to which mixedLinear uses these kernels: MELBO_SKINNY_ROWS (0 disables them), else 64.
-int64_t skinnyRowLimit();
+// Rows up to which mixedLinear uses these kernels for weights of this dtype: MELBO_SKINNY_ROWS
+// (0 disables them), else 64 for float32 and 224 for bf16 weights.
+int64_t skinnyRowLimit(torch::ScalarType weights);
 
 // Whether x [..., in] float32 @ w [out, in] (float32 or bf16, contiguous) can use them.
 bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w);
