@@ -121,7 +121,10 @@ export function report(r: Results): string {
     out.push("## Steered generation", "");
     out.push(`Embedded default model (models/default: 24 blocks, d 256, vocab 151936, f32), ${g.vectors} steering vectors at block 8 in one batch, ` +
       `${g.tokens} new tokens each (temperature 1, no early stop), KV cache: **${fmt(g.tokensPerSecond, 0)} tokens/s** ` +
-      `(median ${fmt(g.seconds, 2)} s per call; calls ${g.calls.map((c) => c.toFixed(2)).join(", ")} s).`, "");
+      `(median ${fmt(g.seconds, 2)} s per call; calls ${g.calls.map((c) => c.toFixed(2)).join(", ")} s). ` +
+      `Where a call's time goes: the ${PROMPT_LEN}-token prompt for all ${g.vectors} rows ${fmt(g.promptSeconds, 2)} s, then per new token ` +
+      `${fmt(g.forwardPerToken * 1000, 0)} ms of forward (24 blocks and the ${fmt(151936 * 256 / 1e6, 1)} M-parameter lm_head for ${g.vectors} rows) ` +
+      `and ${fmt(g.samplingPerToken * 1000, 0)} ms of sampling (softmax and a multinomial draw over 151936 logits per row).`, "");
   }
   if (r.memory.length > 0) {
     out.push("## Peak memory of an ortho search on the 1.8B-shaped bf16 checkpoint", "");

@@ -55,7 +55,7 @@ const DEFAULT_MODEL_DIR = join(packageRoot, "models", "default");
 // (step 1 also computes the target z0); the row reports the median over calls.
 const PLAN = QUICK
   ? { steps: 4, calls: 2, pySteps: 5, nativeSteps: 3, genIters: 2, lossCount: 4, lossSteps: 60, nativeLossSteps: 20 }
-  : { steps: 3, calls: 3, pySteps: 6, nativeSteps: 2, genIters: 3, lossCount: 8, lossSteps: 300, nativeLossSteps: 60 };
+  : { steps: 3, calls: 3, pySteps: 6, nativeSteps: 2, genIters: 2, lossCount: 8, lossSteps: 200, nativeLossSteps: 40 };
 
 const log = (s: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
@@ -98,7 +98,10 @@ const results: {
   lossParity?: { steps: number; maxRelDiff: number };
   ortho: OrthoRow[];
   profiles: Profile[];
-  generation?: { vectors: number; tokens: number; seconds: number; tokensPerSecond: number; calls: number[] };
+  generation?: {
+    vectors: number; tokens: number; seconds: number; tokensPerSecond: number; calls: number[];
+    promptSeconds: number; forwardPerToken: number; samplingPerToken: number;
+  };
   memory: MemoryRow[];
   lossCompare: LossRow[];
   loadavgEnd?: number[];
@@ -137,6 +140,20 @@ function basisOf(theta0: Float32Array): Float64Array {
 }
 
 // ------------------------------------------------------------------ melbo ortho rows
+/** Runs `fn` with environment variables set (read by the addon at each call), then restores them. */
+async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
 async function orthoCall(model: Model, x: Float32Array, theta0: Float32Array, rows: number, steps: number) {
   const stamps: number[] = [];
   const losses: number[] = [];
@@ -308,6 +325,7 @@ async function main(): Promise<void> {
         results.lossParity = { steps: n, maxRelDiff: worst };
         log(`  per-step losses vs the Python loop (steps 2..${n}): max relative difference ${worst.toExponential(2)}`);
       }
+      await withEnv({ MELBO_SKINNY_ROWS: "0" }, () => orthoRow("f32 B=1, BLAS only (lever off)", m, "f32", "f32", x!, theta0, 1, PLAN.steps, PLAN.calls));
       for (const B of BLOCKS) await orthoRow(`f32 B=${B}`, m, "f32", "f32", x, theta0, B, PLAN.steps, PLAN.calls);
       if (!SKIP.has("profile")) {
         await profileRow("f32 B=1", m, x, theta0, 1);
@@ -325,7 +343,12 @@ async function main(): Promise<void> {
     const m = await loadModel(dir, { dtype: "bf16", blocks: { from: SOURCE + 1, to: TARGET } });
     try {
       await orthoCall(m, x, theta0, 1, 1);
-      for (const B of [1, ...BLOCKS]) await orthoRow(`bf16 B=${B}`, m, "bf16", acts, x, theta0, B, PLAN.steps, PLAN.calls);
+      for (const B of [1, ...BLOCKS]) {
+        await orthoRow(`bf16 B=${B}`, m, "bf16", acts, x, theta0, B, PLAN.steps, PLAN.calls);
+        if (B === 1 && acts === "f32") {
+          await withEnv({ MELBO_SKINNY_ROWS: "0" }, () => orthoRow("bf16 B=1, widened + BLAS (lever off)", m, "bf16", acts, x!, theta0, 1, PLAN.steps, PLAN.calls));
+        }
+      }
       if (!SKIP.has("profile")) await profileRow(`bf16 B=${Math.max(...BLOCKS)}`, m, x, theta0, Math.max(...BLOCKS));
     } finally {
       m.dispose();
@@ -370,7 +393,8 @@ async function main(): Promise<void> {
       const vectors = new Float32Array(V * gm.hidden);
       for (let v = 0; v < V; v++) vectors.set(theta0For(gm.hidden, 100 + v).map((t) => (t * 8) / THETA0_NORM), v * gm.hidden);
       const calls: number[] = [];
-      const bench = new Bench({ name: "generate", iterations: PLAN.genIters, time: 0, warmup: true, warmupIterations: 1, warmupTime: 0, throws: true });
+      await gm.generate(PROMPT_TOKENS, { vectors, at: SOURCE, maxNewTokens: 2, temperature: 1, seed: 7, stopTokens: [] }); // warm-up
+      const bench = new Bench({ name: "generate", iterations: PLAN.genIters, time: 0, warmup: false, throws: true });
       bench.add("generate", async () => {
         const t0 = performance.now();
         const out = await gm.generate(PROMPT_TOKENS, { vectors, at: SOURCE, maxNewTokens: N, temperature: 1, seed: 7, stopTokens: [] });
@@ -382,8 +406,18 @@ async function main(): Promise<void> {
       const res = bench.tasks[0]!.result;
       if (res.state !== "completed") throw new Error(`generate: ${res.state}`);
       const seconds = res.latency.p50 / 1000;
-      results.generation = { vectors: V, tokens: N, seconds, tokensPerSecond: (V * N) / seconds, calls: calls.slice(-PLAN.genIters) };
-      log(`  ${fmt(results.generation.tokensPerSecond, 0)} tokens/s`);
+      // Where a call's time goes: the prompt (N = 1), then per new token the forward and the sampling.
+      const timed = async (n: number, temperature: number) => {
+        const t0 = performance.now();
+        await gm.generate(PROMPT_TOKENS, { vectors, at: SOURCE, maxNewTokens: n, temperature, seed: 7, stopTokens: [] });
+        return (performance.now() - t0) / 1000;
+      };
+      const prompt = await timed(1, 0), greedy = await timed(11, 0), sampled = await timed(11, 1);
+      results.generation = {
+        vectors: V, tokens: N, seconds, tokensPerSecond: (V * N) / seconds, calls: calls.slice(-PLAN.genIters),
+        promptSeconds: prompt, forwardPerToken: (greedy - prompt) / 10, samplingPerToken: (sampled - greedy) / 10,
+      };
+      log(`  ${fmt(results.generation.tokensPerSecond, 0)} tokens/s (prompt ${fmt(prompt, 2)} s, per token: forward ${fmt(results.generation.forwardPerToken, 3)} s, sampling ${fmt(results.generation.samplingPerToken, 3)} s)`);
     } finally {
       gm.dispose();
     }
