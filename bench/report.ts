@@ -107,11 +107,13 @@ export function report(r: Results): string {
   if (r.profiles.length > 0) {
     out.push("## Where the time goes: per-op profiles", "");
     out.push("libtorch's profiler (`MELBO_PROFILE=FILE` around steps 2… of one `orthoBlock` call), self time per op, per step. " +
-      "`aten::mm`/`aten::addmm`/`aten::bmm` are the matrix products; the `…Backward0` rows are autograd nodes' own overhead.", "");
+      "Matrix products: `aten::mm`/`aten::addmm`/`aten::bmm` (BLAS) and `melbo::skinny_mm`/`melbo::skinny_mm_backward` (native/skinny.cpp); " +
+      "`melbo::widen_bf16` is the bf16 → f32 weight copy of the widened path; `…Backward0` rows are autograd nodes' own overhead.", "");
     for (const p of r.profiles) {
-      const mm = p.ops.filter((o) => /^aten::(mm|addmm|bmm|matmul|linear)$/.test(o.name)).reduce((a, o) => a + o.share, 0);
+      const mm = p.ops.filter((o) => /^(aten::(mm|addmm|bmm|matmul|linear)|melbo::skinny_mm(_backward)?)$/.test(o.name)).reduce((a, o) => a + o.share, 0);
       out.push(`### ${p.label}: ${fmt(p.stepMs, 0)} ms per step (profiled ops ${fmt(p.totalMs, 0)} ms; matrix products ${pct(mm)} of it)`, "");
-      out.push(table(["op", "calls / step", "ms / step", "share"], p.ops.map((o) => [`\`${o.name}\``, fmt(o.calls, 0), fmt(o.selfMs, 1), pct(o.share)])), "");
+      const pretty = (name: string) => name.replace(/^torch::autograd::CppNode<melbo::\(anonymous namespace\)::(\w+)>$/, "autograd node $1");
+      out.push(table(["op", "calls / step", "ms / step", "share"], p.ops.map((o) => [`\`${pretty(o.name)}\``, fmt(o.calls, 0), fmt(o.selfMs, 1), pct(o.share)])), "");
     }
   }
 
