@@ -80,6 +80,8 @@ export function machineInfo(libtorch: string, threads: number, pythonTorch: Mach
   try {
     const text = readFileSync("/proc/cpuinfo", "utf8");
     cpuModel = /^model name\s*:\s*(.*)$/m.exec(text)?.[1] ?? cpuModel;
+    const family = /^cpu family\s*:\s*(\d+)$/m.exec(text)?.[1], model = /^model\s*:\s*(\d+)$/m.exec(text)?.[1];
+    if (family && model) cpuModel += ` (family ${family}, model ${model})`;
     const all = new Set((/^flags\s*:\s*(.*)$/m.exec(text)?.[1] ?? "").split(/\s+/));
     flags = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_bf16", "amx_tile"].filter((f) => all.has(f));
   } catch {

@@ -155,7 +155,9 @@ class Qwen2:
 def cmd_info(_a):
     cfg = torch.__config__.show()
     cap = next((l.split(":", 1)[1].strip() for l in cfg.splitlines() if "CPU capability usage" in l), "?")
-    blas = next((p.split("=", 1)[1] for l in cfg.splitlines() for p in l.split(", ") if p.strip().startswith("BLAS_INFO=")), "?")
+    import re
+    m = re.search(r"BLAS_INFO=([^,\s]+)", cfg)
+    blas = m.group(1) if m else "?"
     print(json.dumps({"torch": torch.__version__, "cpu_capability": cap, "blas_info": blas,
                       "mkldnn": torch.backends.mkldnn.is_available(), "threads": torch.get_num_threads(),
                       "torch_lib": os.path.dirname(torch.__file__)}))
