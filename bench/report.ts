@@ -171,7 +171,9 @@ export function report(r: Results): string {
       "(`overriddenDuration`), and the row is their median. Projection is `post` (seed-exact), basis = θ0 (the first block of a search).",
     "- Python rows: `bench/python/baseline.py loop`, plain torch on python3-torch, one vector (B = 1), `torch.optim.Adam(lr 0.01)`, projection after the step, " +
       "weights frozen; the median per-step time over steps 2…N. *faithful* runs the embedding and blocks 0…16 every step with θ added to resid(8) " +
-      "(the original loop); *cached* computes resid(8) once and runs blocks 9…16 (the fair variant).",
+      "(the original loop); *cached* computes resid(8) once and runs blocks 9…16 (the fair variant). Both load blocks 0…16 of the same checkpoint " +
+      "(distinct weights for every block, 3.4 GB in f32) and compute in f32: the original ran bf16 on a GPU, but on a CPU without AVX-512 " +
+      "python3-torch's bf16 products are the same ~1 GFLOP/s scalar path, so f32 is what a user would run here.",
     "- GFLOP/s counts matrix-product FLOPs only (2 per multiply-add; forward + input gradients), so it is comparable with the matrix-product limit.",
     "- Generation and memory rows use the public API (`Model.generate`, `ortho()` with `releaseEarlyBlocks`).",
   ].join("\n"), "");
