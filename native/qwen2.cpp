@@ -2,6 +2,8 @@
 
 #include "skinny.h"
 
+#include <ATen/record_function.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -26,6 +28,7 @@ int64_t widenChunkRows(const torch::Tensor& w) {
 // (valid until the next call on this thread). A fresh 45 MB allocation per call would cost
 // page faults every time; the buffer is written with a plain vectorised copy.
 torch::Tensor widenRows(const torch::Tensor& w, int64_t r0, int64_t n) {
+  RECORD_FUNCTION("melbo::widen_bf16", std::vector<c10::IValue>());  // named in profiles
   thread_local torch::Tensor buffer;
   const int64_t numel = n * w.size(1);
   if (!buffer.defined() || buffer.numel() < numel) buffer = torch::empty({numel}, torch::TensorOptions().dtype(torch::kFloat));

@@ -1,6 +1,7 @@
 #include "skinny.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -9,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#if !defined(_OPENMP)
+#warning "native/skinny.cpp built without OpenMP: at::parallel_for runs on one thread (see CMakeLists.txt)"
+#endif
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MELBO_SKINNY_X86 1
 #include <immintrin.h>
@@ -16,16 +21,15 @@
 
 namespace melbo {
 
-int64_t skinnyRowLimit(torch::ScalarType weights) {
+int64_t skinnyRowLimit(torch::ScalarType weights, int64_t /*in*/) {
   if (const char* env = std::getenv("MELBO_SKINNY_ROWS")) {
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
     if (end != env && v >= 0) return static_cast<int64_t>(v);
   }
-  // Measured on a 2-core Zen 3 (bench/NOTES.md): with float32 weights OpenBLAS catches up near
-  // 100 rows; with bf16 weights the alternative also pays for widening them, so the crossover
-  // is later.
-  return weights == torch::kBFloat16 ? 224 : 64;
+  // Crossovers with OpenBLAS measured on a 2-core Zen 3 (bench/NOTES.md): float32 weights about
+  // 110 rows; bf16 weights later, because the alternative also pays for widening them.
+  return weights == torch::kBFloat16 ? 224 : 112;
 }
 
 #ifndef MELBO_SKINNY_X86
@@ -47,7 +51,7 @@ bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w) {
   if (w.dim() != 2 || !w.is_contiguous() || (w.scalar_type() != torch::kFloat && w.scalar_type() != torch::kBFloat16)) return false;
   if (w.size(1) % 16 != 0 || x.size(-1) != w.size(1)) return false;
   const int64_t rows = x.numel() / w.size(1);
-  return rows >= 1 && rows <= skinnyRowLimit(w.scalar_type());
+  return rows >= 1 && rows <= skinnyRowLimit(w.scalar_type(), w.size(1));
 }
 
 namespace {
@@ -203,6 +207,7 @@ void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N,
 }  // namespace
 
 torch::Tensor skinnyForward(const torch::Tensor& xIn, const torch::Tensor& w) {
+  RECORD_FUNCTION("melbo::skinny_mm", std::vector<c10::IValue>());  // named in profiles
   auto x = xIn.contiguous();  // [M, K]
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
   TORCH_CHECK(w.size(1) == K && K % 16 == 0, "skinnyForward: shapes");
@@ -216,6 +221,7 @@ torch::Tensor skinnyForward(const torch::Tensor& xIn, const torch::Tensor& w) {
 }
 
 torch::Tensor skinnyBackward(const torch::Tensor& gy, const torch::Tensor& w) {
+  RECORD_FUNCTION("melbo::skinny_mm_backward", std::vector<c10::IValue>());
   const int64_t M = gy.size(0), N = w.size(0), K = w.size(1);
   TORCH_CHECK(gy.size(1) == N && K % 16 == 0, "skinnyBackward: shapes");
   auto gt = gy.t().contiguous();  // [N, M]

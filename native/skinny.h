@@ -14,9 +14,10 @@ namespace melbo {
 // callers use torch's matrix products).
 bool skinnyAvailable();
 
-// Rows up to which mixedLinear uses these kernels for weights of this dtype: MELBO_SKINNY_ROWS
-// (0 disables them), else 64 for float32 and 224 for bf16 weights.
-int64_t skinnyRowLimit(torch::ScalarType weights);
+// Rows up to which mixedLinear uses these kernels for a weight [out, in] of this dtype:
+// MELBO_SKINNY_ROWS (0 disables them), else 224 for bf16 and 112 for float32 weights (measured
+// crossovers with OpenBLAS; `in` is kept for shape-dependent limits).
+int64_t skinnyRowLimit(torch::ScalarType weights, int64_t in);
 
 // Whether x [..., in] float32 @ w [out, in] (float32 or bf16, contiguous) can use them.
 bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w);

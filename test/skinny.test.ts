@@ -1,0 +1,82 @@
+// The few-row matrix kernels (native/skinny.cpp) against libtorch's own products. mixedLinear
+// sends products of up to MELBO_SKINNY_ROWS rows to them (read on every call, so a test can switch
+// them off with the environment variable); everything else in a step is the same code, so the
+// losses and gradients with and without them may differ only by float32 rounding.
+
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { loadModel, type Model } from "../src/index.js";
+import { Rng } from "../src/util/rng.js";
+import { testModel } from "./helpers/models.js";
+
+// hidden 64 and intermediate 176 are multiples of 16 (the kernels' requirement); one prompt of
+// 26 tokens is 26 rows, three vectors are 78.
+const SHAPE = { layers: 3, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 17 };
+const SEQ = 26;
+
+function withSkinnyRows<T>(rows: string | undefined, run: () => Promise<T>): Promise<T> {
+  const before = process.env.MELBO_SKINNY_ROWS;
+  if (rows === undefined) delete process.env.MELBO_SKINNY_ROWS;
+  else process.env.MELBO_SKINNY_ROWS = rows;
+  return run().finally(() => {
+    if (before === undefined) delete process.env.MELBO_SKINNY_ROWS;
+    else process.env.MELBO_SKINNY_ROWS = before;
+  });
+}
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num = Math.max(num, Math.abs(a[i]! - b[i]!));
+    den = Math.max(den, Math.abs(b[i]!));
+  }
+  return num / den;
+}
+
+async function lossGrad(model: Model, thetas: Float32Array) {
+  const d = model.hidden;
+  const tokens = Int32Array.from({ length: SEQ }, (_, i) => (i * 7919) % 5000);
+  const { resid } = await model.forward(tokens, { layers: [0, 2] });
+  const x = resid.get(0)!;
+  const z0 = new Float32Array(d);
+  const r2 = resid.get(2)!;
+  for (let t = 0; t < SEQ; t++) for (let i = 0; i < d; i++) z0[i]! += r2[t * d + i]! / SEQ + 0.01;
+  return model.orthoLossGrad({ x, thetas, z0, source: 0, target: 2 });
+}
+
+for (const dtype of ["f32", "bf16"] as const) {
+  describe(`few-row matrix kernels, ${dtype} weights`, () => {
+    let model: Model | undefined;
+    after(() => model?.dispose());
+
+    it("loss and gradient equal libtorch's products (kernels on, off, and past the row limit)", async () => {
+      const dir = await testModel({ ...SHAPE, dtype: dtype === "f32" ? "F32" : "BF16" });
+      model = await loadModel(dir, { dtype });
+      const thetas = new Rng(3, "skinny").fillNormal(new Float32Array(3 * model.hidden));
+      const kernels = await withSkinnyRows(undefined, () => lossGrad(model!, thetas));
+      const blas = await withSkinnyRows("0", () => lossGrad(model!, thetas));
+      // 30 rows: the one-prompt products of the forward use the kernels, the 78-row ones do not.
+      const mixed = await withSkinnyRows("30", () => lossGrad(model!, thetas));
+      for (const [name, other] of [["kernels off", blas], ["row limit 30", mixed]] as const) {
+        assert.ok(maxRelDiff(kernels.loss, other.loss) < 1e-5, `${name}: loss ${kernels.loss} vs ${other.loss}`);
+        assert.ok(maxRelDiff(kernels.grad, other.grad) < 1e-4, `${name}: gradient differs by ${maxRelDiff(kernels.grad, other.grad)}`);
+      }
+      assert.ok(kernels.loss.every((l) => Number.isFinite(l) && l > 0));
+    });
+
+    it("a row's result does not depend on the other rows of its batch (bit for bit)", async () => {
+      const dir = await testModel({ ...SHAPE, dtype: dtype === "f32" ? "F32" : "BF16" });
+      model ??= await loadModel(dir, { dtype });
+      const d = model.hidden;
+      const thetas = new Rng(4, "skinny").fillNormal(new Float32Array(3 * d));
+      const batch = await withSkinnyRows(undefined, () => lossGrad(model!, thetas));
+      for (let b = 0; b < 3; b++) {
+        const alone = await withSkinnyRows(undefined, () => lossGrad(model!, thetas.slice(b * d, (b + 1) * d)));
+        assert.equal(batch.loss[b], alone.loss[0], `row ${b}: loss`);
+        assert.deepEqual(batch.grad.slice(b * d, (b + 1) * d), alone.grad, `row ${b}: gradient`);
+      }
+    });
+  });
+}
