@@ -170,7 +170,7 @@ void Qwen2::requireBlocks(int64_t from, int64_t to, const char* what) const {
 
 torch::Tensor Qwen2::embedTokens(const torch::Tensor& tokens) const {
   if (!embed.defined()) throw std::runtime_error("the token embedding is not loaded in this model");
-  return torch::embedding(embed, tokens);  // [B, T, d]
+  return torch::embedding(embed, tokens).to(act);  // [B, T, d]; the table may be held in its file dtype
 }
 
 Rope Qwen2::rope(int64_t start, int64_t T) const {
