@@ -9,6 +9,7 @@
 //   --large-blocks 32  extra f32 block sizes (best-mode candidates; "" for none)
 //   --skip a,b         skip sections: limits python f32 bf16 bf16native profile generate memory losses
 //   --out FILE         default bench/RESULTS.md
+//   --render           only re-render FILE from its .json (after editing bench/NOTES.md)
 // Environment: MELBO_THREADS (threads per job, default all cores), BENCH_PYTHON (default /usr/bin/python3).
 
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -277,6 +278,13 @@ async function lossCompare(dtype: "f32" | "bf16", activations: string, count: nu
 
 // ------------------------------------------------------------------ main
 async function main(): Promise<void> {
+  if (argv.includes("--render")) {
+    // Re-render RESULTS.md from RESULTS.json (e.g. after editing bench/NOTES.md); measures nothing.
+    const { report } = await import("./report.js");
+    writeFileSync(OUT, report(JSON.parse(readFileSync(OUT.replace(/\.md$/, ".json"), "utf8")) as Results));
+    log(`re-rendered ${OUT}`);
+    return;
+  }
   const addon = native();
   log(`melbo bench${QUICK ? " --quick (small model: numbers are meaningless)" : ""}; ${threads()} threads`);
   const pyInfo = await python<NonNullable<MachineInfo["pythonTorch"]>>(["info"], threads()).catch(() => null);

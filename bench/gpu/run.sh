@@ -44,7 +44,7 @@ node -e "const a=require('./build/Release/melbo_native.node'); console.error('me
 
 # 2. The harness, large blocks, on this machine's CPU cores; the Python rows use this PyTorch.
 export BENCH_PYTHON="$PY"
-node dist/bench/run.js --blocks 16,32,64 --dir "$work" --keep --out "$out/RESULTS-gpu.md"
+node dist/bench/run.js --blocks 16,32,64 --large-blocks "" --dir "$work" --keep --out "$out/RESULTS-gpu.md"
 
 # 3 + 4. Baselines on the GPU, on the checkpoint the harness wrote (kept in $work).
 inputs="$work/bench-inputs.safetensors"

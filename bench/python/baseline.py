@@ -257,9 +257,9 @@ def main():
     # limits
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=5504)
-    ap.add_argument("--f32-rows", default="26,416,2048")
+    ap.add_argument("--f32-rows", default="26,416,1024,2048")
     ap.add_argument("--bf16-rows", default="26,256")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--bf16-reps", type=int, default=3)
     # loop
     ap.add_argument("--model")
