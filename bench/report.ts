@@ -31,6 +31,7 @@ export function report(r: Results): string {
   out.push(table(["", ""], [
     ["CPU", m.cpuModel],
     ["cores / threads per job", `${m.cores} / ${m.threads}`],
+    ["melbo ran on", r.device && r.device !== "cpu" ? `${r.device} (limits and Python rows: this CPU)` : "the CPU"],
     ["memory", `${fmt(m.memoryGiB, 1)} GiB`],
     ["CPU flags that matter", m.cpuFlags.join(" ") || "(none found)"],
     ["BLAS (libblas.so.3)", m.blas],

@@ -10,6 +10,7 @@
 //   --skip a,b         skip sections: limits python f32 bf16 bf16native profile generate memory losses
 //   --out FILE         default bench/RESULTS.md
 //   --render           only re-render FILE from its .json (after editing bench/NOTES.md)
+//   --device cuda      where melbo's models run (default cpu; bench/gpu/run.sh passes cuda)
 // Environment: MELBO_THREADS (threads per job, default all cores), BENCH_PYTHON (default /usr/bin/python3).
 
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -19,7 +20,7 @@ import { join, resolve } from "node:path";
 import { Bench } from "tinybench";
 import { DEFAULT_MODEL_OPTIONS } from "../src/cli/commands/make-test-model.js";
 import { makeTestModel, type TestModelOptions } from "../src/model/make-test-model.js";
-import { loadModel, type Model } from "../src/model/model.js";
+import { checkDevice, loadModel, type Model } from "../src/model/model.js";
 import { writeSafetensors } from "../src/model/safetensors.js";
 import { getThreads, native } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
@@ -42,6 +43,7 @@ const OUT = resolve(arg("out") ?? (QUICK ? join(tmpdir(), "melbo-RESULTS.quick.m
 const BLOCKS = (arg("blocks") ?? "4,8,16").split(",").map(Number);
 /** Extra f32 block sizes beyond the issue's {4, 8, 16}, as candidates for the best mode. */
 const LARGE_BLOCKS = (arg("large-blocks") ?? (QUICK ? "" : "32")).split(",").filter(Boolean).map(Number);
+const DEVICE = checkDevice(arg("device") ?? "cpu");
 const SOURCE = 8, TARGET = 16;
 const THETA0_NORM = 7; // the original's code vector has norm 7
 
@@ -93,6 +95,7 @@ interface LossRow { dtype: string; activations: string; count: number; steps: nu
 
 const results: {
   machine?: MachineInfo;
+  device?: string; // where melbo's models ran (absent in older results: the CPU)
   quick: boolean;
   shape: Shape;
   limits: Limit[];
@@ -259,7 +262,7 @@ async function memoryRow(dir: string, dtype: "f32" | "bf16", activations: string
 }
 
 async function lossCompare(dtype: "f32" | "bf16", activations: string, count: number, steps: number): Promise<void> {
-  const m = await loadModel(DEFAULT_MODEL_DIR, { dtype });
+  const m = await loadModel(DEFAULT_MODEL_DIR, { device: DEVICE, dtype });
   try {
     const theta0 = theta0For(m.hidden, 3).map((v) => (v * 8) / THETA0_NORM); // norm 8, the demo's radius
     const t0 = performance.now();
@@ -289,7 +292,8 @@ async function main(): Promise<void> {
   log(`melbo bench${QUICK ? " --quick (small model: numbers are meaningless)" : ""}; ${threads()} threads`);
   const pyInfo = await python<NonNullable<MachineInfo["pythonTorch"]>>(["info"], threads()).catch(() => null);
   results.machine = machineInfo(addon.version().torch, threads(), pyInfo);
-  const acts = bf16Activations(results.machine.cpuFlags);
+  results.device = DEVICE;
+  const acts = DEVICE === "cpu" ? bf16Activations(results.machine.cpuFlags) : "bf16"; // GPUs multiply bf16 natively
 
   if (!SKIP.has("limits")) {
     log("matrix-product limits (python3-torch: the same libtorch and BLAS as the addon)");
@@ -312,7 +316,7 @@ async function main(): Promise<void> {
   let x: Float32Array | undefined;
   if (!SKIP.has("f32")) {
     log("melbo f32: loading blocks 0..16 (bf16 checkpoint converted to f32)");
-    const m = await loadModel(dir, { dtype: "f32", blocks: { from: 0, to: TARGET } });
+    const m = await loadModel(dir, { device: DEVICE, dtype: "f32", blocks: { from: 0, to: TARGET } });
     try {
       x = (await m.forward(PROMPT_TOKENS, { layers: [SOURCE] })).resid.get(SOURCE)!;
       m.release(SOURCE + 1, true);
@@ -352,7 +356,7 @@ async function main(): Promise<void> {
   // ---- melbo bf16 weights (blocks 9..16 only: zero-copy from the bf16 file)
   if (!SKIP.has("bf16") && x) {
     log(`melbo bf16: blocks 9..16, activations ${acts} (automatic choice on this CPU)`);
-    const m = await loadModel(dir, { dtype: "bf16", blocks: { from: SOURCE + 1, to: TARGET } });
+    const m = await loadModel(dir, { device: DEVICE, dtype: "bf16", blocks: { from: SOURCE + 1, to: TARGET } });
     try {
       await orthoCall(m, x, theta0, 1, 1);
       for (const B of [1, ...BLOCKS]) {
@@ -369,7 +373,7 @@ async function main(): Promise<void> {
   if (!SKIP.has("bf16native") && x && acts !== "bf16") {
     log("melbo bf16 with bf16 activations and bf16 matrix products (MELBO_BF16_MATMUL=bf16): B = 1, one timed call");
     process.env["MELBO_BF16_MATMUL"] = "bf16";
-    const m = await loadModel(dir, { dtype: "bf16", blocks: { from: SOURCE + 1, to: TARGET } });
+    const m = await loadModel(dir, { device: DEVICE, dtype: "bf16", blocks: { from: SOURCE + 1, to: TARGET } });
     delete process.env["MELBO_BF16_MATMUL"];
     try {
       // One call, profiled (the profiler's cost is negligible next to seconds-long bf16 GEMMs).
@@ -399,7 +403,7 @@ async function main(): Promise<void> {
       log("writing the embedded default model (models/default)");
       await makeTestModel(DEFAULT_MODEL_DIR, DEFAULT_MODEL_OPTIONS);
     }
-    const gm = await loadModel(DEFAULT_MODEL_DIR);
+    const gm = await loadModel(DEFAULT_MODEL_DIR, { device: DEVICE });
     try {
       const V = 64, N = 50;
       const vectors = new Float32Array(V * gm.hidden);

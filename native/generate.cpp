@@ -34,7 +34,7 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
   if (steered && (r.at < 0 || r.at >= cfg.layers)) throw std::runtime_error("steering block out of range");
   const int64_t B = steered ? r.vectors.size(0) : 1;
   torch::Tensor theta;  // [B, 1, d] in the compute dtype
-  if (steered) theta = r.vectors.to(model.dtype).unsqueeze(1);
+  if (steered) theta = model.onDevice(r.vectors).to(model.act).unsqueeze(1);
 
   auto gen = at::detail::createCPUGenerator(r.seed);
   KvCache cache;
@@ -56,8 +56,10 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
       if (steered && k == r.at) h = h + theta;
     }
     cache.length += n;
-    auto last = model.logits(h.narrow(1, n - 1, 1)).squeeze(1);  // [B, V]
-    auto next = sampleNext(last, r.temperature, r.topP, gen);    // [B]
+    auto last = model.logits(h.narrow(1, n - 1, 1)).squeeze(1);  // [B, V] on the model's device
+    // Tokens are drawn on the CPU with a CPU generator, so a seed draws the same tokens on every
+    // device; greedy decoding only moves the argmax.
+    auto next = r.temperature <= 0 ? toHost(last.argmax(-1)) : sampleNext(toHost(last), r.temperature, r.topP, gen);  // [B]
     auto nextAcc = next.accessor<int64_t, 1>();
     auto outAcc = out.accessor<int32_t, 2>();
     auto lenAcc = lengths.accessor<int32_t, 1>();

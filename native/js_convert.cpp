@@ -110,7 +110,8 @@ torch::Tensor float64Rows(const Napi::Object& o, const char* key, int64_t d) {
 
 template <typename ArrayT, typename Elem>
 static ArrayT exportTensor(Napi::Env env, torch::Tensor t, torch::ScalarType type) {
-  t = t.to(type).contiguous();
+  // Workers return host tensors; this guard keeps a device pointer from ever reaching JS.
+  t = t.to(torch::kCPU, type).contiguous();
   if (t.numel() == 0) return ArrayT::New(env, 0);
   // A view into a bigger storage would expose (and pin) memory outside it: copy it out.
   if (t.storage_offset() != 0 || t.storage().nbytes() != t.nbytes()) t = t.clone();

@@ -57,7 +57,7 @@ std::pair<torch::Tensor, torch::Tensor> objective(const Qwen2& model, const Trai
                                                   const torch::Tensor& thetas, bool withGrad) {
   torch::AutoGradMode gradMode(withGrad);
   auto leaf = thetas.detach().requires_grad_(withGrad);  // [V, d]
-  auto total = torch::zeros({thetas.size(0)}, torch::kFloat);
+  auto total = torch::zeros({thetas.size(0)}, thetas.options().dtype(torch::kFloat));
   for (size_t i = 0; i < r.examples.size(); ++i) {
     auto f = exampleObjective(model, r, r.examples[i], ropes[i], leaf);  // [V]
     if (withGrad) f.sum().backward();  // rows are independent: the sum's gradient is each row's own
@@ -73,10 +73,24 @@ torch::Tensor onSphere(const torch::Tensor& theta64, double radius) {
   return theta64 * (radius / norms);
 }
 
+// The request with its tensors on the model's device (inputs from JS arrive on the CPU).
+TrainRequest onDevice(const Qwen2& model, const TrainRequest& in) {
+  TrainRequest r = in;
+  for (auto& e : r.examples) {
+    e.x = model.onDevice(e.x);
+    e.positions = model.onDevice(e.positions);
+    e.z0 = model.onDevice(e.z0);
+  }
+  r.thetas = model.onDevice(r.thetas);
+  r.learned = model.onDevice(r.learned);
+  return r;
+}
+
 }  // namespace
 
-TrainResult trainBlock(const Qwen2& model, const TrainRequest& r) {
-  validate(model, r);
+TrainResult trainBlock(const Qwen2& model, const TrainRequest& request) {
+  validate(model, request);
+  const TrainRequest r = onDevice(model, request);
   const int64_t V = r.thetas.size(0);
   const double R = r.radius, b1 = r.beta1, b2 = r.beta2;
   std::vector<Rope> ropes;
@@ -126,7 +140,7 @@ TrainResult trainBlock(const Qwen2& model, const TrainRequest& r) {
     }
   }
   auto finalF = objective(model, r, ropes, theta, false).first;
-  return TrainResult{theta, finalF, trace, radiusError};
+  return TrainResult{toHost(theta), toHost(finalF), trace, radiusError};
 }
 
 }  // namespace melbo

@@ -6,6 +6,7 @@
 #include "ortho.h"
 #include "js_convert.h"
 #include "js_progress.h"
+#include "projection.h"  // projectionCudaBuilt
 #include "promise_worker.h"
 #include "slice.h"
 #include "weights.h"
@@ -21,6 +22,27 @@ torch::ScalarType computeDtype(const std::string& name, Napi::Env env) {
   if (name == "f32") return torch::kFloat;
   if (name == "bf16") return torch::kBFloat16;
   throw Napi::TypeError::New(env, "option 'dtype' must be 'f32' or 'bf16', got '" + name + "'");
+}
+
+// "cpu" (default), "cuda" or "cuda:N". A GPU must be visible to this build's libtorch.
+torch::Device computeDevice(const Napi::Object& o) {
+  Napi::Env env = o.Env();
+  if (!has(o, "device")) return torch::Device(torch::kCPU);
+  const std::string name = getString(o, "device");
+  if (name == "cpu") return torch::Device(torch::kCPU);
+  const bool cudaName = name == "cuda" || (name.rfind("cuda:", 0) == 0 && name.size() > 5 &&
+                                           name.find_first_not_of("0123456789", 5) == std::string::npos);
+  if (!cudaName) throw Napi::TypeError::New(env, "option 'device' must be 'cpu', 'cuda' or 'cuda:N', got '" + name + "'");
+  if (!torch::cuda::is_available()) {
+    throw Napi::Error::New(env, "device '" + name + "': no CUDA device is available to this melbo build (libtorch " +
+                                    std::string(TORCH_VERSION) + (projectionCudaBuilt() ? "" : ", a CPU-only build") +
+                                    "); build against a CUDA libtorch (README, Set-up details) or use 'cpu'");
+  }
+  const int64_t index = name == "cuda" ? 0 : std::stoll(name.substr(5));
+  if (index >= static_cast<int64_t>(torch::cuda::device_count())) {
+    throw Napi::RangeError::New(env, "device '" + name + "': this machine has " + std::to_string(torch::cuda::device_count()) + " CUDA device(s)");
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 Qwen2Config parseConfig(const Napi::Object& o) {
@@ -41,6 +63,7 @@ Qwen2Config parseConfig(const Napi::Object& o) {
 LoadRequest parseLoad(const Napi::Object& o) {
   Napi::Env env = o.Env();
   LoadRequest r;
+  r.device = computeDevice(o);  // first: a device this build cannot use is the error to report
   if (!has(o, "config") || !o.Get("config").IsObject()) throw Napi::TypeError::New(env, "option 'config' is required");
   r.cfg = parseConfig(o.Get("config").As<Napi::Object>());
   r.dtype = computeDtype(getString(o, "dtype"), env);
@@ -189,7 +212,7 @@ Napi::Value ModelObject::SliceMean(const Napi::CallbackInfo& info) {
       [model, x, thetas, source, target]() {
         torch::NoGradGuard noGrad;
         if (source < 0 || source >= target || target >= model->cfg.layers) throw std::runtime_error("need 0 <= source < target < layers");
-        return sliceMean(*model, x, thetas, source, target, model->rope(0, x.size(0)));
+        return toHost(sliceMean(*model, x, thetas, source, target, model->rope(0, x.size(0))));
       },
       [](Napi::Env env, Result& z) -> Napi::Value { return toFloat32Array(env, z); });
 }
@@ -356,6 +379,7 @@ Napi::Value ModelObject::Info(const Napi::CallbackInfo& info) {
   out.Set("embedding", Napi::Boolean::New(env, model->embed.defined()));
   out.Set("head", Napi::Boolean::New(env, model->hasHead()));
   out.Set("dtype", Napi::String::New(env, model->dtype == torch::kFloat ? "f32" : "bf16"));
+  out.Set("device", Napi::String::New(env, model->device.str()));
   return out;
 }
 

@@ -23,17 +23,20 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   if (r.basis.dim() != 2 || (r.basis.size(0) > 0 && r.basis.size(1) != d)) throw std::runtime_error("ortho: basis must be [m, d]");
 
   const auto rope = model.rope(0, r.x.size(0));
-  auto theta = r.theta0.reshape({1, d}).expand({B, d}).clone();  // [B, d] every row starts at theta0
+  const auto x = model.onDevice(r.x);          // [T, d]
+  const auto basis = model.onDevice(r.basis);  // [m, d] float64
+  const auto on = torch::TensorOptions().device(model.device);
+  auto theta = model.onDevice(r.theta0).reshape({1, d}).expand({B, d}).clone();  // [B, d] every row starts at theta0
   torch::Tensor z0;  // [B, d]
   {
     // The target is computed with the block's own batch shape, so that at theta0 every row's
     // loss is exactly 0 (same inputs, same kernels): the first step is then a true no-op.
     torch::NoGradGuard noGrad;
-    z0 = sliceMean(model, r.x, theta, r.source, r.target, rope);
+    z0 = sliceMean(model, x, theta, r.source, r.target, rope);
   }
   auto m = torch::zeros_like(theta), v = torch::zeros_like(theta);  // Adam state, one per row
-  auto active = torch::ones({B, 1}, torch::kBool);
-  auto steps = torch::full({B}, r.steps, torch::kInt);
+  auto active = torch::ones({B, 1}, on.dtype(torch::kBool));
+  auto steps = torch::full({B}, r.steps, on.dtype(torch::kInt));
   const double b1 = r.beta1, b2 = r.beta2;
 
   // MELBO_PROFILE=FILE: a per-op trace (chrome://tracing JSON, libtorch's legacy profiler) of
@@ -47,7 +50,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
       profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(profilePath));
     }
     auto leaf = theta.detach().requires_grad_(true);
-    auto loss = (sliceMean(model, r.x, leaf, r.source, r.target, rope) - z0).norm(2, {-1});  // [B]
+    auto loss = (sliceMean(model, x, leaf, r.source, r.target, rope) - z0).norm(2, {-1});  // [B]
     loss.sum().backward();
     torch::NoGradGuard noGrad;
     auto grad = leaf.grad();  // [B, d]; a zero norm has gradient 0 (never NaN)
@@ -62,7 +65,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
       }
       if (!active.any().item<bool>()) break;
     }
-    if (r.projectGradient) grad = projectOutBasis(grad, r.basis).to(torch::kFloat);
+    if (r.projectGradient) grad = projectOutBasis(grad, basis).to(torch::kFloat);
     // Adam exactly as torch.optim.Adam's single-tensor update (weight_decay 0), per row.
     auto mNext = m * b1 + grad * (1 - b1);
     auto vNext = v.mul(b2).addcmul_(grad, grad, 1 - b2);
@@ -73,7 +76,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     theta = torch::where(active, updated, theta);
     m = torch::where(active, mNext, m);
     v = torch::where(active, vNext, v);
-    theta = projectBlock(theta, r.basis).to(torch::kFloat);
+    theta = projectBlock(theta, basis).to(torch::kFloat);
     if (r.progress && (step % r.progressEvery == 0 || step == r.steps)) {
       auto l = loss.detach();
       r.progress(OrthoProgress{step, r.steps, l.mean().item<double>(), l.min().item<double>()});
@@ -81,8 +84,8 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   }
   profile.reset();  // writes the trace
   torch::NoGradGuard noGrad;
-  auto finalLoss = (sliceMean(model, r.x, theta, r.source, r.target, rope) - z0).norm(2, {-1});
-  return OrthoResult{theta, finalLoss, steps};
+  auto finalLoss = (sliceMean(model, x, theta, r.source, r.target, rope) - z0).norm(2, {-1});
+  return OrthoResult{toHost(theta), toHost(finalLoss), toHost(steps)};
 }
 
 }  // namespace melbo

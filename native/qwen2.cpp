@@ -126,13 +126,14 @@ torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const 
   return y;
 }
 
-torch::ScalarType chooseActivationDtype(torch::ScalarType weights) {
+torch::ScalarType chooseActivationDtype(torch::ScalarType weights, torch::Device device) {
   if (weights != torch::kBFloat16) return weights;
   if (const char* env = std::getenv("MELBO_BF16_MATMUL")) {
     const std::string v(env);
     if (v == "bf16") return torch::kBFloat16;
     if (v == "f32") return torch::kFloat;
   }
+  if (!device.is_cpu()) return torch::kBFloat16;  // GPUs multiply bf16 natively
 #if defined(__x86_64__) || defined(__i386__)
   // libtorch (1.13 and 2.x) sends bf16 matrix products to oneDNN only when the CPU has AVX-512
   // BW, VL and DQ (its mkldnn_bf16_device_check); otherwise they run in a scalar loop.
@@ -170,10 +171,11 @@ void Qwen2::requireBlocks(int64_t from, int64_t to, const char* what) const {
 
 torch::Tensor Qwen2::embedTokens(const torch::Tensor& tokens) const {
   if (!embed.defined()) throw std::runtime_error("the token embedding is not loaded in this model");
-  return torch::embedding(embed, tokens).to(act);  // [B, T, d]; the table may be held in its file dtype
+  return torch::embedding(embed, onDevice(tokens)).to(act);  // [B, T, d]; the table may be held in its file dtype
 }
 
 Rope Qwen2::rope(int64_t start, int64_t T) const {
+  // Computed on the CPU (the same float32 values whatever the device), then moved.
   auto f32 = torch::TensorOptions().dtype(torch::kFloat);
   const int64_t hd = cfg.headDim;
   // inv_freq = 1 / theta^(2i/hd), computed in float32 like Hugging Face.
@@ -182,7 +184,7 @@ Rope Qwen2::rope(int64_t start, int64_t T) const {
   auto positions = torch::arange(start, start + T, f32);              // [T]
   auto freqs = torch::outer(positions, invFreq);                     // [T, hd/2]
   auto emb = torch::cat({freqs, freqs}, -1);                          // [T, hd]
-  return Rope{emb.cos().to(act), emb.sin().to(act)};
+  return Rope{onDevice(emb.cos().to(act)), onDevice(emb.sin().to(act))};
 }
 
 torch::Tensor Qwen2::block(int64_t k, const torch::Tensor& hIn, const Rope& rope, KvCache* cache) const {
@@ -217,7 +219,7 @@ torch::Tensor Qwen2::block(int64_t k, const torch::Tensor& hIn, const Rope& rope
   auto scores = torch::matmul(q, key.transpose(2, 3)) / std::sqrt(static_cast<double>(hd));  // [B, H, T, past+T]
   if (T > 1) {
     // Query i sits at position past+i and sees keys 0..past+i.
-    auto mask = torch::ones({T, past + T}, torch::TensorOptions().dtype(torch::kBool)).triu(past + 1);
+    auto mask = torch::ones({T, past + T}, torch::TensorOptions().dtype(torch::kBool).device(device)).triu(past + 1);
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());

@@ -51,12 +51,16 @@ class Qwen2 {
   // runs at ~1-4 GFLOP/s). There activations stay float32 and every bf16 weight is widened to
   // float32 inside `mixedLinear` (see chooseActivationDtype).
   torch::ScalarType act = torch::kFloat;
+  // Where the weights live and every computation runs. Inputs from JS arrive on the CPU and are
+  // moved here by each entry point (onDevice); results go back to the CPU before they reach JS.
+  torch::Device device{torch::kCPU};
   int64_t firstBlock = 0, lastBlock = -1;   // blocks held: firstBlock..lastBlock
   std::vector<BlockWeights> blocks;         // blocks[i] is block firstBlock + i
   torch::Tensor embed;                      // [V, d] or undefined
   torch::Tensor finalNorm;                  // [d] or undefined
   torch::Tensor lmHead;                     // [V, d] or undefined (tied: == embed)
 
+  torch::Tensor onDevice(const torch::Tensor& t) const { return t.device() == device ? t : t.to(device); }
   bool hasBlock(int64_t k) const { return k >= firstBlock && k <= lastBlock; }
   bool hasHead() const { return finalNorm.defined() && lmHead.defined(); }
   void requireBlocks(int64_t from, int64_t to, const char* what) const;
@@ -77,6 +81,9 @@ class Qwen2 {
   void releaseBelow(int64_t keepFrom, bool embedding);
 };
 
+// A result on its way to JS: a CPU tensor (a copy when it lives on a GPU).
+inline torch::Tensor toHost(const torch::Tensor& t) { return t.is_cpu() ? t : t.to(torch::kCPU); }
+
 // RMSNorm as Hugging Face computes it: statistics in float32, scaled back to the input dtype.
 torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
@@ -85,8 +92,9 @@ torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
 // float32 copy) for the backward pass, so weight memory stays at bf16 size.
 torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
 
-// The activation dtype for weights of dtype `weights` on this machine. MELBO_BF16_MATMUL=bf16
+// The activation dtype for weights of dtype `weights` on `device`: bf16 weights compute in bf16
+// on a GPU and on CPUs with a fast bf16 product, in float32 elsewhere. MELBO_BF16_MATMUL=bf16
 // or =f32 overrides the automatic choice for bf16 weights (benchmarks measure both).
-torch::ScalarType chooseActivationDtype(torch::ScalarType weights);
+torch::ScalarType chooseActivationDtype(torch::ScalarType weights, torch::Device device);
 
 }  // namespace melbo

@@ -24,24 +24,25 @@ ForwardResult forward(const Qwen2& model, const ForwardRequest& r) {
   auto rope = model.rope(0, T);
   auto h = model.embedTokens(r.tokens);  // [B, T, d]
   torch::Tensor theta;
-  if (r.steer.defined()) theta = r.steer.to(model.act).unsqueeze(1);  // [B, 1, d]
+  if (r.steer.defined()) theta = model.onDevice(r.steer).to(model.act).unsqueeze(1);  // [B, 1, d]
   ForwardResult out;
   out.resid.resize(r.layers.size());
   for (int64_t k = 0; k <= deepest; ++k) {
     h = model.block(k, h, rope, nullptr);
     if (theta.defined() && k == r.steerAt) h = h + theta;
     for (size_t i = 0; i < r.layers.size(); ++i) {
-      if (r.layers[i] == k) out.resid[i] = h.to(torch::kFloat, false, /*copy=*/true);
+      if (r.layers[i] == k) out.resid[i] = h.to(torch::kCPU, torch::kFloat, false, /*copy=*/true);
     }
   }
-  if (r.logits) out.logits = model.logits(h);
+  if (r.logits) out.logits = toHost(model.logits(h));
   return out;
 }
 
 torch::Tensor sliceMean(const Qwen2& model, const torch::Tensor& x, const torch::Tensor& thetas, int64_t source,
                         int64_t target, const Rope& rope) {
-  // thetas [B, d] float32 (the optimised leaf); x [T, d] float32.
-  auto h = (x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.act);  // [B, T, d]
+  // thetas [B, d] float32 (the optimised leaf); x [T, d] float32; both on the model's device
+  // (a CPU input is moved, and autograd follows the move).
+  auto h = (model.onDevice(x).unsqueeze(0) + model.onDevice(thetas).unsqueeze(1)).to(model.act);  // [B, T, d]
   h = model.runBlocks(h, source + 1, target, rope);
   return h.to(torch::kFloat).mean(1);  // [B, d]
 }
@@ -53,12 +54,12 @@ SliceResult orthoLossGrad(const Qwen2& model, const SliceRequest& r) {
                              std::to_string(r.source) + ", target " + std::to_string(r.target));
   }
   torch::AutoGradMode gradMode(true);
-  auto thetas = r.thetas.clone().requires_grad_(true);
+  auto thetas = model.onDevice(r.thetas).clone().requires_grad_(true);
   auto rope = model.rope(0, r.x.size(0));
-  auto z = sliceMean(model, r.x, thetas, r.source, r.target, rope);  // [B, d]
-  auto loss = (z - r.z0.unsqueeze(0)).norm(2, {-1});                  // [B]
+  auto z = sliceMean(model, model.onDevice(r.x), thetas, r.source, r.target, rope);  // [B, d]
+  auto loss = (z - model.onDevice(r.z0).unsqueeze(0)).norm(2, {-1});                  // [B]
   loss.sum().backward();
-  return SliceResult{loss.detach(), thetas.grad().detach()};
+  return SliceResult{toHost(loss.detach()), toHost(thetas.grad().detach())};
 }
 
 }  // namespace melbo

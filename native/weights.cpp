@@ -77,7 +77,7 @@ std::string shapeText(const std::vector<int64_t>& shape) {
 
 class TensorLoader {
  public:
-  TensorLoader(const LoadRequest& request) : dtype_(request.dtype) {
+  TensorLoader(const LoadRequest& request) : dtype_(request.dtype), device_(request.device) {
     for (const auto& t : request.tensors) sources_.emplace(t.name, &t);
   }
 
@@ -88,9 +88,16 @@ class TensorLoader {
     return fileDtype(*it->second);
   }
 
-  // `as`: the dtype to build the tensor in (default: the load dtype).
+  // `as`: the dtype to build the tensor in (default: the load dtype), on the model's device. On a
+  // GPU the CPU tensor (mapped or converted) goes once copied, and its mapped pages with it.
   torch::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
                     c10::optional<torch::ScalarType> as = c10::nullopt) {
+    auto t = onCpu(name, shape, as);
+    return device_.is_cpu() ? t : t.to(device_);
+  }
+
+ private:
+  torch::Tensor onCpu(const std::string& name, const std::vector<int64_t>& shape, c10::optional<torch::ScalarType> as) {
     const torch::ScalarType want = as.value_or(dtype_);
     auto it = sources_.find(name);
     if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
@@ -127,7 +134,6 @@ class TensorLoader {
     return converted;
   }
 
- private:
   std::shared_ptr<MappedFile> map(const std::string& path) {
     auto it = files_.find(path);
     if (it != files_.end()) return it->second;
@@ -137,6 +143,7 @@ class TensorLoader {
   }
 
   torch::ScalarType dtype_;
+  torch::Device device_;
   std::map<std::string, const TensorSource*> sources_;
   std::map<std::string, std::shared_ptr<MappedFile>> files_;
 };
@@ -159,7 +166,8 @@ Qwen2 loadQwen2(const LoadRequest& request) {
   model.dtype = request.dtype;
   model.firstBlock = request.firstBlock;
   model.lastBlock = request.lastBlock;
-  model.act = chooseActivationDtype(request.dtype);
+  model.device = request.device;
+  model.act = chooseActivationDtype(request.dtype, request.device);
   // Norm weights and biases are tiny: with float32 activations they are held in float32.
   const torch::ScalarType small = model.act;
   const int64_t d = c.hidden, qd = c.heads * c.headDim, kd = c.kvHeads * c.headDim, I = c.intermediate;

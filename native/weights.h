@@ -20,6 +20,7 @@ struct TensorSource {
 struct LoadRequest {
   Qwen2Config cfg;
   torch::ScalarType dtype = torch::kFloat;  // compute dtype
+  torch::Device device{torch::kCPU};         // where the weights are placed (built on the CPU, then moved)
   int64_t firstBlock = 0, lastBlock = -1;
   bool embedding = false;  // model.embed_tokens
   bool head = false;       // model.norm + lm_head (or the tied embedding)

@@ -8,7 +8,7 @@ export type { Qwen2Config, Checkpoint } from "./model/types.js";
 export type { TextCodec } from "./model/tokenizer.js";
 export { MelboError } from "./errors.js";
 export { setThreads, getThreads } from "./native.js";
-export type { ComputeDtype } from "./native.js";
+export type { ComputeDtype, Device } from "./native.js";
 export { ortho, orthoInputs } from "./search/ortho.js";
 export type { OrthoOptions, OrthoEvent, OrthoSettings, Projection, StopReason } from "./search/ortho.js";
 export { maxAbsCosine } from "./search/basis.js";

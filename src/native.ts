@@ -32,9 +32,13 @@ export interface NativeConfig {
   tieWordEmbeddings: boolean;
 }
 
+/** Where a model's weights live and its computations run: "cpu", "cuda" (= "cuda:0") or "cuda:N". */
+export type Device = "cpu" | "cuda" | `cuda:${number}`;
+
 export interface NativeLoadOptions {
   config: NativeConfig;
   dtype: ComputeDtype;
+  device: Device;
   firstBlock: number;
   lastBlock: number;
   embedding: boolean;
@@ -117,7 +121,7 @@ export interface NativeModel {
   ): Promise<{ thetas: Float32Array; objectives: Float32Array; trace: Float32Array; radiusError: Float32Array }>;
   sliceMean(o: { x: Float32Array; seq: number; thetas: Float32Array; batch: number; source: number; target: number }): Promise<Float32Array>;
   release(o: { below: number; embedding: boolean }): void;
-  info(): { firstBlock: number; lastBlock: number; embedding: boolean; head: boolean; dtype: ComputeDtype };
+  info(): { firstBlock: number; lastBlock: number; embedding: boolean; head: boolean; dtype: ComputeDtype; device: string };
   dispose(): void;
 }
 

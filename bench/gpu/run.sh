@@ -5,14 +5,14 @@
 #   bash bench/gpu/run.sh            # uses `python3`; PYTHON=/path/to/python to pick another
 #
 # 1. builds melbo against that PyTorch's own libtorch (LIBTORCH = torch.utils.cmake_prefix_path),
-# 2. runs `npm run bench`'s harness with large blocks (B = 16, 32, 64) on the same synthetic
-#    Qwen1.5-1.8B-shaped checkpoint, with the Python baseline on that PyTorch (CPU rows, as here),
+# 2. runs `npm run bench`'s harness with melbo on the GPU (`--device cuda`) and large blocks
+#    (B = 16, 32, 64) on the same synthetic Qwen1.5-1.8B-shaped checkpoint, with the Python
+#    baseline on that PyTorch (CPU rows, as on the development machine),
 # 3. runs the Python baseline on the GPU (faithful and cached loops, f32 and bf16),
 # 4. runs a Hugging Face transformers baseline of the original loop on the GPU (when transformers
 #    is installed),
-# and writes everything to bench/gpu/RESULTS-gpu.md (+ .json). melbo's model runs on the CPU only
-# (its CUDA code is the projection kernel), so its rows are this machine's CPU cores, side by side
-# with the baselines on the GPU.
+# and writes everything to bench/gpu/RESULTS-gpu.md (+ .json): melbo on the GPU side by side with
+# the baselines on the GPU.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -42,9 +42,9 @@ fi
 npx tsc -p tsconfig.json
 node -e "const a=require('./build/Release/melbo_native.node'); console.error('melbo addon: torch', a.version().torch, 'cuda available', a.cudaAvailable(), 'kernels', a.cudaKernelsBuilt())"
 
-# 2. The harness, large blocks, on this machine's CPU cores; the Python rows use this PyTorch.
+# 2. The harness, melbo on the GPU with large blocks; its Python rows use this PyTorch on the CPU.
 export BENCH_PYTHON="$PY"
-node dist/bench/run.js --blocks 16,32,64 --large-blocks "" --dir "$work" --keep --out "$out/RESULTS-gpu.md"
+node dist/bench/run.js --device cuda --blocks 16,32,64 --large-blocks "" --dir "$work" --keep --out "$out/RESULTS-gpu.md"
 
 # 3 + 4. Baselines on the GPU, on the checkpoint the harness wrote (kept in $work).
 inputs="$work/bench-inputs.safetensors"

@@ -17,6 +17,7 @@ export interface Command {
 export const modelOptions = {
   model: { type: "string" },
   dtype: { type: "string" },
+  device: { type: "string" },
   threads: { type: "string" },
 } as const;
 

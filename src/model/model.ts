@@ -2,7 +2,7 @@
 // the JS side so the user gets a MelboError naming the problem, never a native crash.
 
 import { MelboError } from "../errors.js";
-import { native, type ComputeDtype, type NativeAbortFlag, type NativeModel } from "../native.js";
+import { native, type ComputeDtype, type Device, type NativeAbortFlag, type NativeModel } from "../native.js";
 import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
 import { loadTokenizer, type PromptOptions, type TextCodec } from "./tokenizer.js";
 import type { Checkpoint, Qwen2Config } from "./types.js";
@@ -16,6 +16,24 @@ export interface LoadOptions {
   embedding?: boolean;
   /** Load the final norm and lm_head (default: when blocks end at the last block). */
   head?: boolean;
+  /**
+   * "cpu" (default) or a GPU: "cuda", "cuda:N". Needs melbo built against a CUDA libtorch
+   * (README, Set-up details). Weights are read on the CPU and copied to the device; inputs and
+   * results stay plain typed arrays. bf16 on a GPU computes in bf16.
+   */
+  device?: Device;
+}
+
+/** Checks a device name before any file is read: a clear error instead of a late native one. */
+export function checkDevice(device: string): Device {
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new MelboError(`device must be "cpu", "cuda" or "cuda:N", got "${device}"`);
+  if (device !== "cpu" && !native().cudaAvailable()) {
+    throw new MelboError(
+      `device "${device}": no CUDA device is available to this melbo build (libtorch ${native().version().torch}` +
+        `${native().cudaKernelsBuilt() ? "" : ", a CPU-only build"}); rebuild against a CUDA libtorch (LIBTORCH=…, README) or use "cpu"`,
+    );
+  }
+  return device as Device;
 }
 
 export interface Steering {
@@ -174,6 +192,7 @@ export class Model {
   }
 
   static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
+    const device = checkDevice(options.device ?? "cpu");
     const checkpoint = await readCheckpoint(dir);
     const codec = await loadTokenizer(checkpoint.dir);
     const c = checkpoint.config;
@@ -199,6 +218,7 @@ export class Model {
     const handle = await native().loadModel({
       config: c,
       dtype: options.dtype ?? "f32",
+      device,
       firstBlock: from,
       lastBlock: to,
       embedding,
