@@ -6,6 +6,7 @@ import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { availableParallelism, cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { TestModelOptions } from "../src/model/make-test-model.js";
 
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PYTHON = process.env["BENCH_PYTHON"] ?? "/usr/bin/python3";
@@ -16,6 +17,12 @@ export const PROMPT_TOKENS = Int32Array.from([
   151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 4340, 646, 358, 1936, 264, 12764, 30,
   151645, 198, 151644, 77091, 198,
 ]);
+
+/** Qwen1.5-1.8B-Chat's shape (the original work's model; ../shared/data/qwen1.5-1.8b-chat/config.json). */
+export const QWEN15_1P8B: TestModelOptions = {
+  layers: 24, hidden: 2048, heads: 16, kvHeads: 16, intermediate: 5504, tied: false, vocab: 151936,
+  ropeTheta: 1e6, rmsNormEps: 1e-6, dtype: "BF16", seed: 1,
+};
 
 export interface Shape {
   hidden: number;

@@ -183,10 +183,12 @@ export function report(r: Results): string {
   ].join("\n"), "");
 
   out.push("## GPU", "");
-  out.push("`bench/gpu/run.sh` (build against a CUDA PyTorch's libtorch, run this benchmark with large blocks, and a Hugging Face transformers " +
-    "baseline of the original loop on the GPU) has **not been run**: the machines this project was developed on have no NVIDIA GPU. " +
-    "melbo's model runs on the CPU only (the CUDA code is the projection kernel), so on a GPU machine the script compares melbo on that " +
-    "machine's CPU cores against the baseline on the GPU.", "");
+  out.push(r.device && r.device !== "cpu"
+    ? `This run placed melbo's models on \`${r.device}\` (\`--device\`); the matrix-product limits and the Python rows above are this machine's CPU.`
+    : "`bench/gpu/run.sh` (build against a CUDA PyTorch's libtorch, run this benchmark with melbo on the GPU (`--device cuda`) and large " +
+      "blocks, plain-torch and Hugging Face transformers baselines of the original loop on the GPU) has **not been run**: the machines this " +
+      "project was developed on have no NVIDIA GPU, so melbo's GPU path (`loadModel(dir, { device: \"cuda\" })`) is compiled and its " +
+      "error paths tested, but its results have not been compared with the CPU's (`test/device.test.ts` does that where a GPU is present).", "");
 
   const notes = join(packageRoot, "bench", "NOTES.md");
   if (existsSync(notes)) out.push(readFileSync(notes, "utf8").trim(), "");

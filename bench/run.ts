@@ -26,7 +26,7 @@ import { getThreads, native } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
 import { Rng } from "../src/util/rng.js";
 import {
-  PROMPT_TOKENS, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
+  PROMPT_TOKENS, QWEN15_1P8B, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
   type MachineInfo, type OpStat, type Shape,
 } from "./lib.js";
 
@@ -47,11 +47,6 @@ const DEVICE = checkDevice(arg("device") ?? "cpu");
 const SOURCE = 8, TARGET = 16;
 const THETA0_NORM = 7; // the original's code vector has norm 7
 
-/** Qwen1.5-1.8B-Chat (the original work's model; /work/shared/data/qwen1.5-1.8b-chat/config.json). */
-const QWEN15_1P8B: TestModelOptions = {
-  layers: 24, hidden: 2048, heads: 16, kvHeads: 16, intermediate: 5504, tied: false, vocab: 151936,
-  ropeTheta: 1e6, rmsNormEps: 1e-6, dtype: "BF16", seed: 1,
-};
 const MODEL: TestModelOptions = QUICK ? { ...QWEN15_1P8B, hidden: 256, heads: 8, kvHeads: 8, intermediate: 704 } : QWEN15_1P8B;
 const SHAPE: Shape = { hidden: MODEL.hidden!, intermediate: MODEL.intermediate!, heads: MODEL.heads!, kvHeads: MODEL.kvHeads! };
 const DIR = resolve(arg("dir") ?? join(tmpdir(), QUICK ? "melbo-bench-quick" : "melbo-bench-1p8b"));

@@ -1,5 +1,6 @@
 #include "qwen2.h"
 
+#include "attention.h"
 #include "skinny.h"
 
 #include <ATen/record_function.h>
@@ -212,19 +213,24 @@ torch::Tensor Qwen2::block(int64_t k, const torch::Tensor& hIn, const Rope& rope
     cache->keys[slot] = key;
     cache->values[slot] = val;
   }
-  if (K != H) {  // grouped-query attention: query head h reads kv head h / (H/K)
-    key = key.repeat_interleave(H / K, 1);  // [B, H, past+T, hd]
-    val = val.repeat_interleave(H / K, 1);
+  torch::Tensor heads;  // [B, H, T, hd]
+  if (fusedAttentionApplies(q, key, val)) {
+    heads = fusedCausalAttention(q, key, val);  // attention.h: no per-matrix BLAS calls
+  } else {
+    if (K != H) {  // grouped-query attention: query head h reads kv head h / (H/K)
+      key = key.repeat_interleave(H / K, 1);  // [B, H, past+T, hd]
+      val = val.repeat_interleave(H / K, 1);
+    }
+    auto scores = torch::matmul(q, key.transpose(2, 3)) / std::sqrt(static_cast<double>(hd));  // [B, H, T, past+T]
+    if (T > 1) {
+      // Query i sits at position past+i and sees keys 0..past+i.
+      auto mask = torch::ones({T, past + T}, torch::TensorOptions().dtype(torch::kBool).device(device)).triu(past + 1);
+      scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    }
+    auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
+    heads = torch::matmul(probs, val);
   }
-  auto scores = torch::matmul(q, key.transpose(2, 3)) / std::sqrt(static_cast<double>(hd));  // [B, H, T, past+T]
-  if (T > 1) {
-    // Query i sits at position past+i and sees keys 0..past+i.
-    auto mask = torch::ones({T, past + T}, torch::TensorOptions().dtype(torch::kBool).device(device)).triu(past + 1);
-    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  }
-  auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
-  auto attn = torch::matmul(probs, val)                     // [B, H, T, hd]
-                  .transpose(1, 2).reshape({B, T, H * hd});  // [B, T, H*hd]
+  auto attn = heads.transpose(1, 2).reshape({B, T, H * hd});  // [B, T, H*hd]
   auto hAttn = h + mixedLinear(attn, w.o);
 
   // --- MLP ---

@@ -85,6 +85,9 @@ describe("melbo CLI", () => {
     const order = await cli(["ortho", "--model", dir, "--theta", `${thetaFile}:0`, "--prompt", "x", "--source", "3", "--target", "1", "--out", join(work, "o")]);
     assert.equal(order.code, 2);
     assert.match(order.stderr, /--source 3 must come before --target 1/);
+    const device = await cli(["forward", "--model", dir, "--prompt", "x", "--device", "gpu", "--out", join(work, "x.safetensors")]);
+    assert.equal(device.code, 2);
+    assert.match(device.stderr, /device must be "cpu", "cuda" or "cuda:N", got "gpu"/);
   });
 
   it("ortho: a run killed mid-way and resumed gives bit-identical vectors", async () => {

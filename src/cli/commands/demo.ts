@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MelboError } from "../../errors.js";
-import { loadModel } from "../../model/model.js";
+import { checkDevice, loadModel } from "../../model/model.js";
 import { train } from "../../search/train.js";
 import { int, num, oneOf, str, type Values } from "../args.js";
 import type { Command } from "../command.js";
@@ -25,7 +25,7 @@ export const demoCommand: Command = {
   summary: "MELBO then MELBO-ortho on the embedded default model (models/default)",
   usage:
     "melbo demo [--model DIR] [--out DIR] [--candidates 4] [--radius 16] [--train-steps 100]\n" +
-    "           [--count 32] [--block 4] [--steps 300] [--projection grad|post]",
+    "           [--count 32] [--block 4] [--steps 300] [--projection grad|post] [--device cpu|cuda]",
   options: {
     model: { type: "string" },
     out: { type: "string" },
@@ -36,14 +36,16 @@ export const demoCommand: Command = {
     block: { type: "string" },
     steps: { type: "string" },
     projection: { type: "string" },
+    device: { type: "string" },
   },
   async run(v: Values) {
     const dir = str(v, "model") ?? DEFAULT_MODEL_DIR;
     if (!existsSync(join(dir, "config.json"))) {
       throw new MelboError("the embedded default model is missing: run `bash scripts/setup.sh`", { file: dir });
     }
+    const device = checkDevice(str(v, "device") ?? "cpu");
     const out = resolve(str(v, "out") ?? "melbo-demo");
-    const model = await loadModel(dir);
+    const model = await loadModel(dir, { device });
     const abort = abortOnSignals();
     try {
       const tokens = model.promptTokens(PROMPT);
