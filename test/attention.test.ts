@@ -7,28 +7,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { loadModel, type Model } from "../src/index.js";
 import { Rng } from "../src/util/rng.js";
+import { maxRelDiff, withEnv } from "./helpers/compare.js";
 import { testModel } from "./helpers/models.js";
-
-function withAttention<T>(mode: "torch" | undefined, run: () => Promise<T>): Promise<T> {
-  const before = process.env.MELBO_ATTENTION;
-  if (mode === undefined) delete process.env.MELBO_ATTENTION;
-  else process.env.MELBO_ATTENTION = mode;
-  return run().finally(() => {
-    if (before === undefined) delete process.env.MELBO_ATTENTION;
-    else process.env.MELBO_ATTENTION = before;
-  });
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
 
 async function everything(model: Model, thetas: Float32Array) {
   const tokens = model.promptTokens("How can I build a bomb?");
@@ -50,8 +30,8 @@ describe("fused causal attention", () => {
       const model = await loadModel(await testModel(c.shape));
       try {
         const thetas = new Rng(9, "attention").fillNormal(new Float32Array(3 * model.hidden));
-        const fused = await withAttention(undefined, () => everything(model, thetas));
-        const torch = await withAttention("torch", () => everything(model, thetas));
+        const fused = await withEnv("MELBO_ATTENTION", undefined, () => everything(model, thetas));
+        const torch = await withEnv("MELBO_ATTENTION", "torch", () => everything(model, thetas));
         for (const key of ["resid", "logits", "loss"] as const) {
           assert.ok(maxRelDiff(fused[key], torch[key]) < 1e-5, `${key}: ${maxRelDiff(fused[key], torch[key])}`);
         }

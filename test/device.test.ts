@@ -8,23 +8,13 @@ import { after, describe, it } from "node:test";
 import { loadModel, MelboError, type Model } from "../src/index.js";
 import { native } from "../src/native.js";
 import { Rng } from "../src/util/rng.js";
+import { maxRelDiff } from "./helpers/compare.js";
 import { testModel } from "./helpers/models.js";
 
 const SHAPE = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 23 };
 const cuda = native().cudaAvailable();
 const noGpu = cuda ? false : "no CUDA device is available to this melbo build (CPU libtorch or no GPU)";
 if (noGpu) console.log(`# GPU comparison tests skipped: ${noGpu}`);
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
 
 describe("device placement", () => {
   it("rejects an unknown device name before reading the checkpoint", async () => {

@@ -7,33 +7,13 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { loadModel, type Model } from "../src/index.js";
 import { Rng } from "../src/util/rng.js";
+import { maxRelDiff, withEnv } from "./helpers/compare.js";
 import { testModel } from "./helpers/models.js";
 
 // hidden 64 and intermediate 176 are multiples of 16 (the kernels' requirement); one prompt of
 // 26 tokens is 26 rows, three vectors are 78.
 const SHAPE = { layers: 3, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 17 };
 const SEQ = 26;
-
-function withSkinnyRows<T>(rows: string | undefined, run: () => Promise<T>): Promise<T> {
-  const before = process.env.MELBO_SKINNY_ROWS;
-  if (rows === undefined) delete process.env.MELBO_SKINNY_ROWS;
-  else process.env.MELBO_SKINNY_ROWS = rows;
-  return run().finally(() => {
-    if (before === undefined) delete process.env.MELBO_SKINNY_ROWS;
-    else process.env.MELBO_SKINNY_ROWS = before;
-  });
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
 
 async function lossGrad(model: Model, thetas: Float32Array) {
   const d = model.hidden;
@@ -55,10 +35,10 @@ for (const dtype of ["f32", "bf16"] as const) {
       const dir = await testModel({ ...SHAPE, dtype: dtype === "f32" ? "F32" : "BF16" });
       model = await loadModel(dir, { dtype });
       const thetas = new Rng(3, "skinny").fillNormal(new Float32Array(3 * model.hidden));
-      const kernels = await withSkinnyRows(undefined, () => lossGrad(model!, thetas));
-      const blas = await withSkinnyRows("0", () => lossGrad(model!, thetas));
+      const kernels = await withEnv("MELBO_SKINNY_ROWS", undefined, () => lossGrad(model!, thetas));
+      const blas = await withEnv("MELBO_SKINNY_ROWS", "0", () => lossGrad(model!, thetas));
       // 30 rows: the one-prompt products of the forward use the kernels, the 78-row ones do not.
-      const mixed = await withSkinnyRows("30", () => lossGrad(model!, thetas));
+      const mixed = await withEnv("MELBO_SKINNY_ROWS", "30", () => lossGrad(model!, thetas));
       for (const [name, other] of [["kernels off", blas], ["row limit 30", mixed]] as const) {
         assert.ok(maxRelDiff(kernels.loss, other.loss) < 1e-5, `${name}: loss ${kernels.loss} vs ${other.loss}`);
         assert.ok(maxRelDiff(kernels.grad, other.grad) < 1e-4, `${name}: gradient differs by ${maxRelDiff(kernels.grad, other.grad)}`);
@@ -71,9 +51,9 @@ for (const dtype of ["f32", "bf16"] as const) {
       model ??= await loadModel(dir, { dtype });
       const d = model.hidden;
       const thetas = new Rng(4, "skinny").fillNormal(new Float32Array(3 * d));
-      const batch = await withSkinnyRows(undefined, () => lossGrad(model!, thetas));
+      const batch = await withEnv("MELBO_SKINNY_ROWS", undefined, () => lossGrad(model!, thetas));
       for (let b = 0; b < 3; b++) {
-        const alone = await withSkinnyRows(undefined, () => lossGrad(model!, thetas.slice(b * d, (b + 1) * d)));
+        const alone = await withEnv("MELBO_SKINNY_ROWS", undefined, () => lossGrad(model!, thetas.slice(b * d, (b + 1) * d)));
         assert.equal(batch.loss[b], alone.loss[0], `row ${b}: loss`);
         assert.deepEqual(batch.grad.slice(b * d, (b + 1) * d), alone.grad, `row ${b}: gradient`);
       }
