@@ -56,7 +56,7 @@ SliceResult orthoLossGrad(const Qwen2& model, const SliceRequest& r) {
   torch::AutoGradMode gradMode(true);
   auto thetas = model.onDevice(r.thetas).clone().requires_grad_(true);
   auto rope = model.rope(0, r.x.size(0));
-  auto z = sliceMean(model, model.onDevice(r.x), thetas, r.source, r.target, rope);  // [B, d]
+  auto z = sliceMean(model, r.x, thetas, r.source, r.target, rope);                   // [B, d]
   auto loss = (z - model.onDevice(r.z0).unsqueeze(0)).norm(2, {-1});                  // [B]
   loss.sum().backward();
   return SliceResult{toHost(loss.detach()), toHost(thetas.grad().detach())};

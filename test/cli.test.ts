@@ -36,6 +36,9 @@ describe("melbo CLI", () => {
     const bad = await cli(["forward", "--nope"]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /Unknown option '--nope'/);
+    const commandHelp = await cli(["ortho", "--help"]);
+    assert.equal(commandHelp.code, 0);
+    assert.match(commandHelp.stdout, /--device cpu\|cuda\|cuda:N/);
   });
 
   it("make-test-model writes a checkpoint that forward reads; forward writes tokens, resid.K, logits", async () => {

@@ -46,6 +46,9 @@ export async function main(argv: string[]): Promise<number> {
     });
     if (parsed.values["help"] === true) {
       process.stdout.write(`${command.summary}\n\nusage: ${command.usage}\n`);
+      if ("dtype" in command.options && "device" in command.options) {
+        process.stdout.write("model options: [--dtype f32|bf16] [--device cpu|cuda|cuda:N] [--threads N]\n");
+      }
       return 0;
     }
     await command.run(parsed.values, parsed.positionals);

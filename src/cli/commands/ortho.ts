@@ -118,7 +118,7 @@ export const orthoCommand: Command = {
   usage:
     "melbo ortho --model DIR --theta FILE[:row] --prompt TEXT [--raw] --count N [--source 8 --target 16]\n" +
     "            [--block B] [--steps 1000] [--lr 0.01] [--projection post|grad] [--loss-tol X]\n" +
-    "            [--min-norm 0.1 --patience 10] [--dtype f32|bf16] [--device cpu|cuda] --out OUT [--resume]",
+    "            [--min-norm 0.1 --patience 10] [--dtype f32|bf16] --out OUT [--resume]",
   options: {
     ...modelOptions,
     ...promptOptions,

@@ -81,7 +81,7 @@ export const trainCommand: Command = {
   usage:
     "melbo train --model DIR --prompt TEXT [--prompt TEXT …] [--raw] [--system TEXT] --count N --radius R\n" +
     "            [--p 2 --q 2] [--source 7 --target L-9] [--positions all|last:K|i,j,…] [--steps 300]\n" +
-    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] [--device cpu|cuda] --out OUT",
+    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT",
   options: {
     ...trainingOptions,
     count: { type: "string" },
