@@ -94,13 +94,13 @@ void forwardHead(const float* q, const float* k, const float* v, float* p, float
 // One (batch row, query head) of the backward: dQ of this head, and its contributions to dK and
 // dV of the kv head it reads (accumulated: the caller owns that kv head for the whole group).
 // dS = P ⊙ (dP − rowsum(P ⊙ dP)) with dP = dO Vᵀ; dQ = scale dS K; dK += scale dSᵀ Q; dV += Pᵀ dO.
+// `dsi` is scratch for one row of scale · dS: [S].
 void backwardHead(const float* q, const float* k, const float* v, const float* p, const float* dout, float* dq, float* dk,
-                  float* dv, float* ds, int64_t T, int64_t S, int64_t hd, float scale) {
+                  float* dv, float* dsi, int64_t T, int64_t S, int64_t hd, float scale) {
   const int64_t past = S - T;
   for (int64_t i = 0; i < T; ++i) {
     const float* pi = p + i * S;
     const float* doi = dout + i * hd;
-    float* dsi = ds + i * S;
     const int64_t last = past + i;
     float rowsum = 0;
     for (int64_t j = 0; j <= last; ++j) {
@@ -157,7 +157,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     // One task per (batch row, kv head): it owns that head's dK and dV, so no two threads write
     // the same memory, and the query heads of a group are always added in the same order.
     at::parallel_for(0, B * K, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> ds(static_cast<size_t>(T * S));
+      std::vector<float> ds(static_cast<size_t>(S));  // one row at a time
       for (int64_t bk = begin; bk < end; ++bk) {
         const int64_t b = bk / K, kvh = bk % K;
         for (int64_t g = 0; g < group; ++g) {
