@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { makeTestModel } from "../src/model/make-test-model.js";
 import { loadModel } from "../src/model/model.js";
 import { Rng } from "../src/util/rng.js";
-import { PROMPT_TOKENS, QWEN15_1P8B, fmt, median } from "./lib.js";
+import { PROMPT_TOKENS, QWEN15_1P8B, basisOf, fmt, median } from "./lib.js";
 
 const argv = process.argv.slice(2);
 const arg = (name: string, fallback: string): string => {
@@ -38,8 +38,7 @@ async function main(): Promise<void> {
   const model = await loadModel(DIR, { dtype: DTYPE, blocks: { from: SOURCE + 1, to: TARGET } });
   const d = model.hidden;
   const theta0 = new Rng(1, "ab").fillNormal(new Float32Array(d));
-  const n = Math.hypot(...theta0);
-  const basis = Float64Array.from(theta0, (v) => v / n);
+  const basis = basisOf(theta0);
   const times = new Map<string, number[]>(VALUES.map((v) => [v, []]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const value of VALUES) {

@@ -24,6 +24,14 @@ export const QWEN15_1P8B: TestModelOptions = {
   ropeTheta: 1e6, rmsNormEps: 1e-6, dtype: "BF16", seed: 1,
 };
 
+/** θ0 / ‖θ0‖ in float64: the basis of the first block of a search. */
+export function basisOf(theta0: Float32Array): Float64Array {
+  let n = 0;
+  for (const v of theta0) n += v * v;
+  n = Math.sqrt(n);
+  return Float64Array.from(theta0, (v) => v / n);
+}
+
 export interface Shape {
   hidden: number;
   intermediate: number;

@@ -26,7 +26,7 @@ import { getThreads, native } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
 import { Rng } from "../src/util/rng.js";
 import {
-  PROMPT_TOKENS, QWEN15_1P8B, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
+  PROMPT_TOKENS, QWEN15_1P8B, basisOf, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
   type MachineInfo, type OpStat, type Shape,
 } from "./lib.js";
 
@@ -132,13 +132,6 @@ function theta0For(d: number, seed: number): Float32Array {
   for (const v of t) n += v * v;
   n = Math.sqrt(n);
   return t.map((v) => (v * THETA0_NORM) / n);
-}
-
-function basisOf(theta0: Float32Array): Float64Array {
-  let n = 0;
-  for (const v of theta0) n += v * v;
-  n = Math.sqrt(n);
-  return Float64Array.from(theta0, (v) => v / n);
 }
 
 // ------------------------------------------------------------------ melbo ortho rows

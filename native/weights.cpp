@@ -82,11 +82,7 @@ class TensorLoader {
   }
 
   // The dtype a tensor has in its file.
-  torch::ScalarType fileType(const std::string& name) const {
-    auto it = sources_.find(name);
-    if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
-    return fileDtype(*it->second);
-  }
+  torch::ScalarType fileType(const std::string& name) const { return fileDtype(source(name)); }
 
   // `as`: the dtype to build the tensor in (default: the load dtype), on the model's device. On a
   // GPU the CPU tensor (mapped or converted) goes once copied, and its mapped pages with it.
@@ -99,9 +95,7 @@ class TensorLoader {
  private:
   torch::Tensor onCpu(const std::string& name, const std::vector<int64_t>& shape, c10::optional<torch::ScalarType> as) {
     const torch::ScalarType want = as.value_or(dtype_);
-    auto it = sources_.find(name);
-    if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
-    const TensorSource& s = *it->second;
+    const TensorSource& s = source(name);
     if (s.shape != shape) {
       throw std::runtime_error(s.path + ": tensor " + name + " has shape " + shapeText(s.shape) +
                                ", the config implies " + shapeText(shape));
@@ -132,6 +126,12 @@ class TensorLoader {
     auto converted = staged.to(want, /*non_blocking=*/false, /*copy=*/true);
     dropPages(ptr, s.nbytes);  // the file's copy is not needed any more
     return converted;
+  }
+
+  const TensorSource& source(const std::string& name) const {
+    auto it = sources_.find(name);
+    if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
+    return *it->second;
   }
 
   std::shared_ptr<MappedFile> map(const std::string& path) {
