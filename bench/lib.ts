@@ -12,7 +12,7 @@ export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), ".."
 export const PYTHON = process.env["BENCH_PYTHON"] ?? "/usr/bin/python3";
 export const BASELINE_PY = join(packageRoot, "bench", "python", "baseline.py");
 
-/** The prompt of the original experiments (algorithm.md §1): Qwen chat template, 26 tokens. */
+/** The prompt of the original experiments (docs/algorithm.md §1): Qwen chat template, 26 tokens. */
 export const PROMPT_TOKENS = Int32Array.from([
   151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 4340, 646, 358, 1936, 264, 12764, 30,
   151645, 198, 151644, 77091, 198,

@@ -4,9 +4,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fmt, packageRoot, pct, sliceFlops, table } from "./lib.js";
+import { qualitySection } from "./quality-report.js";
 import type { Results } from "./run.js";
 
 const PROMPT_LEN = 26;
+/** The quality plot, written beside RESULTS.md. */
+export const QUALITY_SVG = "quality-median-r.svg";
 
 export function report(r: Results): string {
   const m = r.machine!;
@@ -42,6 +45,18 @@ export function report(r: Results): string {
     ["CPU time used by other processes during the run", pct(r.othersWholeRun ?? NaN)],
   ]), "");
 
+  // ---------------------------------------------------------------- kernel choice
+  if (r.kernels?.length) {
+    out.push("## Kernel choice on this CPU", "");
+    out.push("The kernel each matrix product of a block takes (`Model.info(rows)`, `melbo info`), per weight dtype and B·T rows " +
+      "(B = 1, 4, 16, 64 vectors of the 26-token prompt). The choice follows the CPU: bf16 weights compute in bf16 (oneDNN) where " +
+      "libtorch has a fast bf16 product (AVX-512 BW/VL/DQ), in f32 elsewhere; few-row products take the skinny kernels.", "");
+    const head = ["weights → activations", "product", ...r.kernels[0]!.rows.map((n) => `${n} rows`)];
+    const body: string[][] = [];
+    for (const k of r.kernels) for (const p of k.products) body.push([`${k.dtype} → ${k.activations}`, `${p.name} [${p.out}×${p.in}]`, ...p.paths]);
+    out.push(table(head, body), "");
+  }
+
   // ---------------------------------------------------------------- limits
   const f32Big = r.limits.filter((l) => l.dtype === "f32" && l.M >= 256);
   const maxOf = (xs: number[]) => (xs.length ? Math.max(...xs) : NaN);
@@ -58,7 +73,7 @@ export function report(r: Results): string {
 
   // ---------------------------------------------------------------- ortho table
   const faithful = r.python.find((p) => p.mode === "faithful");
-  const cached = r.python.find((p) => p.mode === "cached");
+  const cached = r.python.find((p) => p.mode === "cached" && p.dtype !== "bf16");
   out.push("## MELBO-ortho throughput", "");
   out.push(`Qwen1.5-1.8B-shaped slice: blocks 9…16 (8 blocks, d ${s.hidden}, ${s.heads} heads, intermediate ${s.intermediate}), ` +
     `${PROMPT_LEN}-token prompt, random weights written by the run (bf16 checkpoint, ${fmt(r.checkpoint?.gib ?? NaN, 2)} GiB). ` +
@@ -68,7 +83,7 @@ export function report(r: Results): string {
   const rows: (string | number)[][] = [];
   const ratio = (v: number, base?: { vectorStepsPerSecond: number }) => (base ? `${fmt(v / base.vectorStepsPerSecond, 2)}×` : "n/a");
   for (const p of r.python) {
-    rows.push([`Python ${p.mode === "faithful" ? "faithful loop (blocks 0…16 every step)" : "loop with resid(8) cached"}`, fmt(p.stepSeconds, 3),
+    rows.push([`Python ${p.mode === "faithful" ? "faithful loop (blocks 0…16 every step)" : "loop with resid(8) cached"}${p.dtype === "bf16" ? ", bf16" : ""}`, fmt(p.stepSeconds, 3),
       fmt(p.vectorStepsPerSecond, 3), ratio(p.vectorStepsPerSecond, faithful), ratio(p.vectorStepsPerSecond, cached), fmt(p.gflops, 1), pct(p.gflops / f32Limit), pct(p.gflops / bf16Limit), pct(p.others)]);
   }
   for (const o of r.ortho) {
@@ -190,6 +205,7 @@ export function report(r: Results): string {
       "project was developed on have no NVIDIA GPU, so melbo's GPU path (`loadModel(dir, { device: \"cuda\" })`) is compiled and its " +
       "error paths tested, but its results have not been compared with the CPU's (`test/device.test.ts` does that where a GPU is present).", "");
 
+  if (r.quality) out.push(qualitySection(r.quality, QUALITY_SVG), "");
   const notes = join(packageRoot, "bench", "NOTES.md");
   if (existsSync(notes)) out.push(readFileSync(notes, "utf8").trim(), "");
   return out.join("\n");

@@ -1,3 +1,5 @@
+// `npm run bench -- quality`: only the block-mode quality benchmark (bench/quality.ts); the other
+// sections of RESULTS.md are kept from RESULTS.json.
 // `npm run bench`: melbo against the Python baseline, side by side in one run, written to
 // bench/RESULTS.md (and the raw numbers to bench/results.json). See bench/README section of
 // RESULTS.md for what each row measures. Options:
@@ -7,7 +9,7 @@
 //   --keep             keep that checkpoint
 //   --blocks 4,8,16    block sizes B of the block-mode rows (f32 and bf16)
 //   --large-blocks 32  extra f32 block sizes (best-mode candidates; "" for none)
-//   --skip a,b         skip sections: limits python f32 bf16 bf16native profile generate memory losses
+//   --skip a,b         skip sections: limits python f32 bf16 bf16native profile generate memory losses quality
 //   --out FILE         default bench/RESULTS.md
 //   --render           only re-render FILE from its .json (after editing bench/NOTES.md)
 //   --device cuda      where melbo's models run (default cpu; bench/gpu/run.sh passes cuda)
@@ -16,15 +18,16 @@
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { Bench } from "tinybench";
 import { DEFAULT_MODEL_OPTIONS } from "../src/cli/commands/make-test-model.js";
 import { makeTestModel, type TestModelOptions } from "../src/model/make-test-model.js";
 import { checkDevice, loadModel, type Model } from "../src/model/model.js";
 import { writeSafetensors } from "../src/model/safetensors.js";
-import { getThreads, native } from "../src/native.js";
+import { getThreads, native, type NativeModelInfo } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
 import { Rng } from "../src/util/rng.js";
+import { runQuality, type QualityResults } from "./quality.js";
 import {
   PROMPT_TOKENS, QWEN15_1P8B, basisOf, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
   type MachineInfo, type OpStat, type Shape,
@@ -37,6 +40,7 @@ const arg = (name: string): string | undefined => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 const QUICK = argv.includes("--quick");
+const QUALITY_ONLY = argv[0] === "quality";
 const KEEP = argv.includes("--keep");
 const SKIP = new Set((arg("skip") ?? "").split(",").filter(Boolean));
 const OUT = resolve(arg("out") ?? (QUICK ? join(tmpdir(), "melbo-RESULTS.quick.md") : join(packageRoot, "bench", "RESULTS.md")));
@@ -75,6 +79,7 @@ interface OrthoRow {
 }
 interface PyRow {
   mode: "faithful" | "cached";
+  dtype?: "f32" | "bf16"; // absent in older results: f32
   stepSeconds: number;
   times: number[];
   losses: number[];
@@ -109,8 +114,12 @@ const results: {
   loadavgEnd?: number[];
   othersWholeRun?: number;
   totalSeconds?: number;
+  quality?: QualityResults;
+  kernels: NativeModelInfo[]; // the kernel each product takes, per weight dtype
   notes: string[];
-} = { quick: QUICK, shape: SHAPE, limits: [], python: [], ortho: [], profiles: [], memory: [], lossCompare: [], notes: [] };
+} = { quick: QUICK, shape: SHAPE, limits: [], python: [], ortho: [], profiles: [], memory: [], lossCompare: [], kernels: [], notes: [] };
+/** Row counts whose kernel paths RESULTS.md lists: B = 1, 4, 16, 64 vectors of the 26-token prompt. */
+const KERNEL_ROWS = [26, 104, 416, 1664];
 
 const started = performance.now();
 const startCpu = cpuSnapshot();
@@ -225,18 +234,21 @@ async function checkpoint(): Promise<string> {
   return DIR;
 }
 
-async function pythonBaseline(dir: string, inputs: string, xFile: string): Promise<void> {
-  for (const mode of ["faithful", "cached"] as const) {
-    log(`python baseline (${mode}), ${PLAN.pySteps} steps`);
+async function pythonBaseline(dir: string, inputs: string, xFile: string, bf16Fast: boolean): Promise<void> {
+  // The cached loop in bf16 only where the CPU multiplies bf16 fast (oneDNN, AVX-512): elsewhere
+  // libtorch's bf16 product is a scalar loop and one step takes minutes.
+  const loops: ["faithful" | "cached", "f32" | "bf16"][] = [["faithful", "f32"], ["cached", "f32"], ...(bf16Fast ? [["cached", "bf16"] as ["cached", "bf16"]] : [])];
+  for (const [mode, dtype] of loops) {
+    log(`python baseline (${mode}, ${dtype}), ${PLAN.pySteps} steps`);
     const before = cpuSnapshot();
     const r = await python<{ times: number[]; losses: number[]; load_s: number }>(
-      ["loop", "--model", dir, "--inputs", inputs, "--mode", mode, "--steps", String(PLAN.pySteps), ...(mode === "faithful" ? ["--x-out", xFile] : [])],
+      ["loop", "--model", dir, "--inputs", inputs, "--mode", mode, "--dtype", dtype, "--steps", String(PLAN.pySteps), ...(mode === "faithful" ? ["--x-out", xFile] : [])],
       threads(),
     );
     const stepSeconds = median(r.times.slice(1)); // step 1 also pays first-touch allocations
     const flops = mode === "faithful" ? faithfulPerStep : perVectorStep;
     const others = othersShare(before, cpuSnapshot());
-    results.python.push({ mode, stepSeconds, times: r.times, losses: r.losses, loadSeconds: r.load_s, vectorStepsPerSecond: 1 / stepSeconds, gflops: flops / stepSeconds / 1e9, others });
+    results.python.push({ mode, dtype, stepSeconds, times: r.times, losses: r.losses, loadSeconds: r.load_s, vectorStepsPerSecond: 1 / stepSeconds, gflops: flops / stepSeconds / 1e9, others });
     log(`  ${fmt(stepSeconds, 3)} s/step (${r.times.map((t) => t.toFixed(3)).join(", ")}; others used ${pct(others)} of the CPU)`);
   }
 }
@@ -277,6 +289,13 @@ async function main(): Promise<void> {
     return;
   }
   const addon = native();
+  if (QUALITY_ONLY) {
+    const previous = previousResults();
+    if (previous) Object.assign(results, previous);
+    results.quality = await runQuality(addon.version().torch, threads(), QUICK, log);
+    await writeResults();
+    return;
+  }
   log(`melbo bench${QUICK ? " --quick (small model: numbers are meaningless)" : ""}; ${threads()} threads`);
   const pyInfo = await python<NonNullable<MachineInfo["pythonTorch"]>>(["info"], threads()).catch(() => null);
   results.machine = machineInfo(addon.version().torch, threads(), pyInfo);
@@ -298,13 +317,14 @@ async function main(): Promise<void> {
     { name: "theta0", dtype: "F32", shape: [d], data: theta0 },
   ]);
   const xFile = join(dir, "bench-x.f32");
-  if (!SKIP.has("python")) await pythonBaseline(dir, inputs, xFile);
+  if (!SKIP.has("python")) await pythonBaseline(dir, inputs, xFile, DEVICE === "cpu" && acts === "bf16");
 
   // ---- melbo f32: blocks 0..16 loaded, resid(8) computed, blocks 0..8 released (as an ortho run does)
   let x: Float32Array | undefined;
   if (!SKIP.has("f32")) {
     log("melbo f32: loading blocks 0..16 (bf16 checkpoint converted to f32)");
     const m = await loadModel(dir, { device: DEVICE, dtype: "f32", blocks: { from: 0, to: TARGET } });
+    results.kernels.push(m.info(KERNEL_ROWS));
     try {
       x = (await m.forward(PROMPT_TOKENS, { layers: [SOURCE] })).resid.get(SOURCE)!;
       m.release(SOURCE + 1, true);
@@ -320,7 +340,7 @@ async function main(): Promise<void> {
       }
       await orthoCall(m, x, theta0, 1, 1); // warm-up: first-touch allocations
       const exact = await orthoRow("f32 B=1 (exact)", m, "f32", "f32", x, theta0, 1, Math.max(PLAN.steps, PLAN.pySteps), PLAN.calls);
-      const cached = results.python.find((p) => p.mode === "cached");
+      const cached = results.python.find((p) => p.mode === "cached" && p.dtype !== "bf16");
       if (cached) {
         const n = Math.min(cached.losses.length, exact.losses.length);
         let worst = 0;
@@ -345,6 +365,7 @@ async function main(): Promise<void> {
   if (!SKIP.has("bf16") && x) {
     log(`melbo bf16: blocks 9..16, activations ${acts} (automatic choice on this CPU)`);
     const m = await loadModel(dir, { device: DEVICE, dtype: "bf16", blocks: { from: SOURCE + 1, to: TARGET } });
+    results.kernels.push(m.info(KERNEL_ROWS));
     try {
       await orthoCall(m, x, theta0, 1, 1);
       for (const B of [1, ...BLOCKS]) {
@@ -452,11 +473,27 @@ async function main(): Promise<void> {
 
   results.loadavgEnd = loadavg();
   results.othersWholeRun = othersShare(startCpu, cpuSnapshot());
+  // Last, and outside the timed sections above: it takes ~25 min on 2 cores.
+  if (!SKIP.has("quality")) results.quality = await runQuality(addon.version().torch, threads(), QUICK, log);
+  else results.quality = previousResults()?.quality; // keep the last quality run in RESULTS.md
   results.totalSeconds = (performance.now() - started) / 1000;
-  const { report } = await import("./report.js");
+  await writeResults();
+}
+
+function previousResults(): Results | undefined {
+  const json = OUT.replace(/\.md$/, ".json");
+  return existsSync(json) ? (JSON.parse(readFileSync(json, "utf8")) as Results) : undefined;
+}
+
+async function writeResults(): Promise<void> {
+  const { report, QUALITY_SVG } = await import("./report.js");
   writeFileSync(OUT, report(results));
   writeFileSync(OUT.replace(/\.md$/, ".json"), JSON.stringify(results, null, 1) + "\n");
-  log(`wrote ${OUT} (${fmt(results.totalSeconds / 60, 1)} min)`);
+  if (results.quality) {
+    const { qualitySvg } = await import("./quality-report.js");
+    writeFileSync(join(dirname(OUT), QUALITY_SVG), qualitySvg(results.quality));
+  }
+  log(`wrote ${OUT}`);
 }
 
 async function mainAndCleanUp(): Promise<void> {

@@ -45,8 +45,9 @@ Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
 }
 
-// projectBlock({rows: Float64Array [B*d], basis: Float64Array [m*d], d, device: "cpu" | "cuda", reference})
-//   -> Float64Array [B*d]. Synchronous: for tests of the projection kernel and its CPU twin.
+// projectBlock({rows: Float64Array [B*d], basis: Float64Array [m*d], d, device: "cpu" | "cuda", reference,
+//               inBlock?: "gram-schmidt" | "first-then-symmetric" | "symmetric"})
+//   -> Float64Array [B*d]. Synchronous: for tests of the projection kernel, its CPU twin and the in-block modes.
 Napi::Value ProjectBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "projectBlock(options): options object required");
@@ -60,7 +61,8 @@ Napi::Value ProjectBlock(const Napi::CallbackInfo& info) {
       rows = rows.to(torch::kCUDA);
       basis = basis.to(torch::kCUDA);
     }
-    auto out = reference ? melbo::projectBlockReference(rows, basis) : melbo::projectBlock(rows, basis);
+    const auto mode = melbo::has(o, "inBlock") ? melbo::inBlockFromName(melbo::getString(o, "inBlock")) : melbo::InBlock::GramSchmidt;
+    auto out = reference ? melbo::projectBlockReference(rows, basis) : melbo::projectBlock(rows, basis, mode);
     out = out.to(torch::kCPU).contiguous();
     auto result = Napi::Float64Array::New(env, static_cast<size_t>(out.numel()));
     std::memcpy(result.Data(), out.data_ptr<double>(), static_cast<size_t>(out.numel()) * sizeof(double));

@@ -1,4 +1,4 @@
-// MELBO training (algorithm.md §3) of a batch of V vectors on the sphere ‖θ‖ = R, all steps
+// MELBO training (docs/algorithm.md §3) of a batch of V vectors on the sphere ‖θ‖ = R, all steps
 // in C++: maximise F(θ) = Σ_i (Σ_{t∈I_i} ‖Z_{i,t}(θ) − Z_{i,t}(0)‖₂^p)^{1/q} with AdamW (amsgrad).
 #pragma once
 #include <torch/torch.h>

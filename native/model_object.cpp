@@ -24,6 +24,16 @@ torch::ScalarType computeDtype(const std::string& name, Napi::Env env) {
   throw Napi::TypeError::New(env, "option 'dtype' must be 'f32' or 'bf16', got '" + name + "'");
 }
 
+// orthoBlock's inBlock: "gram-schmidt" (default), "first-then-symmetric" or "symmetric".
+InBlock parseInBlock(Napi::Env env, const Napi::Object& o) {
+  if (!has(o, "inBlock")) return InBlock::GramSchmidt;
+  try {
+    return inBlockFromName(getString(o, "inBlock"));
+  } catch (const std::invalid_argument& e) {
+    throw Napi::TypeError::New(env, e.what());
+  }
+}
+
 // "cpu" (default), "cuda" or "cuda:N". A GPU must be visible to this build's libtorch.
 torch::Device computeDevice(const Napi::Object& o) {
   Napi::Env env = o.Env();
@@ -270,6 +280,9 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   r.beta2 = getNumber(o, "beta2", 0.999);
   r.eps = getNumber(o, "eps", 1e-8);
   r.projectGradient = getBool(o, "projectGradient", false);
+  if (has(o, "starts")) r.starts = float32Tensor(o, "starts", {r.rows, d});
+  r.inBlock = parseInBlock(env, o);
+  r.projectGradientInBlock = getBool(o, "projectGradientInBlock", false);
   r.lossTolerance = getNumber(o, "lossTolerance", 0);
   r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
   r.aborted = abortCheck(o);
@@ -380,6 +393,44 @@ Napi::Value ModelObject::Info(const Napi::CallbackInfo& info) {
   out.Set("head", Napi::Boolean::New(env, model->hasHead()));
   out.Set("dtype", Napi::String::New(env, model->dtype == torch::kFloat ? "f32" : "bf16"));
   out.Set("device", Napi::String::New(env, model->device.str()));
+  out.Set("activations", Napi::String::New(env, model->act == torch::kFloat ? "f32" : "bf16"));
+  // The kernel each product of a block takes, for every row count asked (B·T rows; default 26).
+  std::vector<int64_t> rows{26};
+  if (info.Length() > 0 && info[0].IsArray()) {
+    auto list = info[0].As<Napi::Array>();
+    rows.clear();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const double r = list.Get(i).ToNumber().DoubleValue();
+      if (!(r >= 1 && r <= 1e9) || r != static_cast<double>(static_cast<int64_t>(r))) {
+        throw Napi::RangeError::New(env, "info(rows): row counts must be positive integers");
+      }
+      rows.push_back(static_cast<int64_t>(r));
+    }
+  }
+  Napi::Array products = Napi::Array::New(env);
+  if (!model->blocks.empty()) {
+    const auto& w = model->blocks.front();
+    const std::pair<const char*, const torch::Tensor*> named[] = {
+        {"q_proj", &w.q}, {"k_proj", &w.k}, {"v_proj", &w.v}, {"o_proj", &w.o}, {"gate_proj", &w.gate}, {"up_proj", &w.up}, {"down_proj", &w.down}};
+    uint32_t n = 0;
+    for (const auto& [name, t] : named) {
+      Napi::Object p = Napi::Object::New(env);
+      p.Set("name", name);
+      p.Set("out", Napi::Number::New(env, static_cast<double>(t->size(0))));
+      p.Set("in", Napi::Number::New(env, static_cast<double>(t->size(1))));
+      Napi::Array paths = Napi::Array::New(env, rows.size());
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const auto path = productPath(model->act, model->device, *t, rows[i]);
+        paths.Set(static_cast<uint32_t>(i), productPathName(path, model->act, model->device, *t));
+      }
+      p.Set("paths", paths);
+      products.Set(n++, p);
+    }
+  }
+  Napi::Array rowList = Napi::Array::New(env, rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) rowList.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(rows[i])));
+  out.Set("rows", rowList);
+  out.Set("products", products);
   return out;
 }
 

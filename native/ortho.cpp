@@ -8,7 +8,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "projection.h"
 #include "slice.h"
 
 namespace melbo {
@@ -26,14 +25,19 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   const auto x = model.onDevice(r.x);          // [T, d]
   const auto basis = model.onDevice(r.basis);  // [m, d] float64
   const auto on = torch::TensorOptions().device(model.device);
-  auto theta = model.onDevice(r.theta0).reshape({1, d}).expand({B, d}).clone();  // [B, d] every row starts at theta0
+  if (r.starts.defined() && (r.starts.dim() != 2 || r.starts.size(0) != B || r.starts.size(1) != d)) {
+    throw std::runtime_error("ortho: starts must be [rows, d]");
+  }
+  auto seeds = model.onDevice(r.theta0).reshape({1, d}).expand({B, d}).clone();  // [B, d]
   torch::Tensor z0;  // [B, d]
   {
     // The target is computed with the block's own batch shape, so that at theta0 every row's
-    // loss is exactly 0 (same inputs, same kernels): the first step is then a true no-op.
+    // loss is exactly 0 (same inputs, same kernels): a row that starts at theta0 (row 0 always)
+    // then takes a true no-op first step, whatever the block size.
     torch::NoGradGuard noGrad;
-    z0 = sliceMean(model, x, theta, r.source, r.target, rope);
+    z0 = sliceMean(model, x, seeds, r.source, r.target, rope);
   }
+  auto theta = r.starts.defined() ? model.onDevice(r.starts).clone() : seeds;  // [B, d]
   auto m = torch::zeros_like(theta), v = torch::zeros_like(theta);  // Adam state, one per row
   auto active = torch::ones({B, 1}, on.dtype(torch::kBool));
   auto steps = torch::full({B}, r.steps, on.dtype(torch::kInt));
@@ -65,7 +69,13 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
       }
       if (!active.any().item<bool>()) break;
     }
-    if (r.projectGradient) grad = projectOutBasis(grad, basis).to(torch::kFloat);
+    // The in-block part applies in both modes: `post` stays seed-exact with respect to the basis
+    // (B = 1 has no in-block part), while no row drifts along the rows that constrain it.
+    if (r.projectGradient || (r.projectGradientInBlock && B > 1)) {
+      auto projected = r.projectGradient ? projectOutBasis(grad, basis) : grad.to(torch::kDouble);  // [B, d]
+      if (r.projectGradientInBlock) projected = projectGradientInBlock(projected, theta, r.inBlock);
+      grad = projected.to(torch::kFloat);
+    }
     // Adam exactly as torch.optim.Adam's single-tensor update (weight_decay 0), per row.
     auto mNext = m * b1 + grad * (1 - b1);
     auto vNext = v.mul(b2).addcmul_(grad, grad, 1 - b2);
@@ -76,7 +86,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     theta = torch::where(active, updated, theta);
     m = torch::where(active, mNext, m);
     v = torch::where(active, vNext, v);
-    theta = projectBlock(theta, basis).to(torch::kFloat);
+    theta = projectBlock(theta, basis, r.inBlock).to(torch::kFloat);
     if (r.progress && (step % r.progressEvery == 0 || step == r.steps)) {
       auto l = loss.detach();
       r.progress(OrthoProgress{step, r.steps, l.mean().item<double>(), l.min().item<double>()});

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 
+#include "projection.h"
 #include "qwen2.h"
 
 namespace melbo {
@@ -16,13 +17,16 @@ struct OrthoProgress {
 
 struct OrthoRequest {
   torch::Tensor x;       // [T, d] float32: resid(source) of the unsteered prompt
-  torch::Tensor theta0;  // [d] float32: the seed vector, also every row's start
+  torch::Tensor theta0;  // [d] float32: the seed vector (defines the target z0)
+  torch::Tensor starts;  // [B, d] float32: each row's start; undefined = theta0 for every row
   torch::Tensor basis;   // [m, d] float64, orthonormal: theta0's direction and all vectors found
   int64_t rows = 1;      // B
   int64_t steps = 1000;  // T
   int64_t source = 8, target = 16;
   double lr = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   bool projectGradient = false;  // `grad` mode: also project the gradient before the Adam step
+  InBlock inBlock = InBlock::GramSchmidt;  // how the rows are made orthogonal to each other
+  bool projectGradientInBlock = false;     // project each row's gradient off the block rows that constrain it
   double lossTolerance = 0;      // > 0: a row stops once its loss is at or below this
   int64_t progressEvery = 10;
   std::function<void(const OrthoProgress&)> progress;  // may be empty

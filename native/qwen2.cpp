@@ -104,8 +104,32 @@ struct SkinnyLinear : public torch::autograd::Function<SkinnyLinear> {
 
 }  // namespace
 
+ProductPath productPath(torch::ScalarType activations, torch::Device device, const torch::Tensor& w, int64_t rows) {
+  if (!w.requires_grad() && skinnyAppliesTo(activations, device, w, rows)) return ProductPath::Skinny;
+  if (w.scalar_type() == activations) return ProductPath::Blas;
+  if (w.scalar_type() == torch::kBFloat16 && activations == torch::kFloat && !w.requires_grad() && w.device().is_cpu()) return ProductPath::Widened;
+  return ProductPath::Converted;
+}
+
+std::string productPathName(ProductPath path, torch::ScalarType activations, torch::Device device, const torch::Tensor& w) {
+  const std::string weights = w.scalar_type() == torch::kBFloat16 ? "bf16" : w.scalar_type() == torch::kFloat ? "f32" : "other";
+  const std::string acts = activations == torch::kBFloat16 ? "bf16" : "f32";
+  if (!device.is_cpu()) return device.str() + " " + acts + (weights == acts ? "" : " (" + weights + " weights converted)");
+  switch (path) {
+    case ProductPath::Skinny: return "skinny-avx2 (" + weights + " weights read in place)";
+    case ProductPath::Blas:
+      if (acts == "f32") return "blas f32";
+      return cpuHasFastBf16() ? "onednn bf16" : "scalar bf16 (slow)";
+    case ProductPath::Widened: return "widened bf16 -> f32, blas f32";
+    case ProductPath::Converted: return "converted to " + acts + ", torch::linear";
+  }
+  return "unknown";
+}
+
 torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  if (!w.requires_grad() && skinnyApplies(x, w)) {  // few rows: no BLAS repacking of the weight
+  const int64_t rows = w.dim() == 2 && x.size(-1) == w.size(1) ? x.numel() / w.size(1) : 0;
+  const auto path = productPath(x.scalar_type(), x.device(), w, rows);
+  if (path == ProductPath::Skinny) {  // few rows: no BLAS repacking of the weight
     const bool grad = torch::GradMode::is_enabled() && x.requires_grad();
     torch::Tensor y;
     if (grad) {
@@ -118,10 +142,8 @@ torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const 
     if (b.defined()) y = y + (b.scalar_type() == torch::kFloat ? b : b.to(torch::kFloat));
     return y;
   }
-  if (w.scalar_type() == x.scalar_type()) return torch::linear(x, w, b);
-  if (w.scalar_type() != torch::kBFloat16 || x.scalar_type() != torch::kFloat || w.requires_grad() || !w.device().is_cpu()) {
-    return torch::linear(x, w.to(x.scalar_type()), b.defined() ? b.to(x.scalar_type()) : b);
-  }
+  if (path == ProductPath::Blas) return torch::linear(x, w, b);
+  if (path == ProductPath::Converted) return torch::linear(x, w.to(x.scalar_type()), b.defined() ? b.to(x.scalar_type()) : b);
   auto y = (torch::GradMode::is_enabled() && x.requires_grad()) ? WidenedLinear::apply(x, w) : widenedForward(x, w);
   if (b.defined()) y = y + b.to(torch::kFloat);
   return y;
@@ -135,14 +157,16 @@ torch::ScalarType chooseActivationDtype(torch::ScalarType weights, torch::Device
     if (v == "f32") return torch::kFloat;
   }
   if (!device.is_cpu()) return torch::kBFloat16;  // GPUs multiply bf16 natively
+  return cpuHasFastBf16() ? torch::kBFloat16 : torch::kFloat;
+}
+
+bool cpuHasFastBf16() {
 #if defined(__x86_64__) || defined(__i386__)
   // libtorch (1.13 and 2.x) sends bf16 matrix products to oneDNN only when the CPU has AVX-512
   // BW, VL and DQ (its mkldnn_bf16_device_check); otherwise they run in a scalar loop.
-  const bool fastBf16 = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                        __builtin_cpu_supports("avx512dq");
-  return fastBf16 ? torch::kBFloat16 : torch::kFloat;
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #else
-  return torch::kBFloat16;
+  return true;
 #endif
 }
 

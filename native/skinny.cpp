@@ -36,6 +36,7 @@ int64_t skinnyRowLimit(torch::ScalarType weights, int64_t /*in*/) {
 
 bool skinnyAvailable() { return false; }
 bool skinnyApplies(const torch::Tensor&, const torch::Tensor&) { return false; }
+bool skinnyAppliesTo(torch::ScalarType, torch::Device, const torch::Tensor&, int64_t) { return false; }
 torch::Tensor skinnyForward(const torch::Tensor& x, const torch::Tensor& w) { return torch::mm(x, w.to(torch::kFloat).t()); }
 torch::Tensor skinnyBackward(const torch::Tensor& gy, const torch::Tensor& w) { return torch::mm(gy, w.to(torch::kFloat)); }
 
@@ -46,12 +47,16 @@ bool skinnyAvailable() {
   return ok;
 }
 
-bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w) {
-  if (!skinnyAvailable() || x.scalar_type() != torch::kFloat || !x.device().is_cpu() || !w.device().is_cpu()) return false;
+bool skinnyAppliesTo(torch::ScalarType activations, torch::Device device, const torch::Tensor& w, int64_t rows) {
+  if (!skinnyAvailable() || activations != torch::kFloat || !device.is_cpu() || !w.device().is_cpu()) return false;
   if (w.dim() != 2 || !w.is_contiguous() || (w.scalar_type() != torch::kFloat && w.scalar_type() != torch::kBFloat16)) return false;
-  if (w.size(1) % 16 != 0 || x.size(-1) != w.size(1)) return false;
-  const int64_t rows = x.numel() / w.size(1);
+  if (w.size(1) % 16 != 0) return false;
   return rows >= 1 && rows <= skinnyRowLimit(w.scalar_type(), w.size(1));
+}
+
+bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w) {
+  if (w.dim() != 2 || x.size(-1) != w.size(1)) return false;
+  return skinnyAppliesTo(x.scalar_type(), x.device(), w, x.numel() / w.size(1));
 }
 
 namespace {

@@ -10,6 +10,9 @@ import { MelboError } from "./errors.js";
 
 export type ComputeDtype = "f32" | "bf16";
 
+/** How the rows of an ortho block are made orthogonal to each other (native/projection.h). */
+export type InBlockOrthogonalisation = "gram-schmidt" | "first-then-symmetric" | "symmetric";
+
 export interface NativeTensorSource {
   name: string;
   path: string;
@@ -89,6 +92,9 @@ export interface NativeModel {
       beta2: number;
       eps: number;
       projectGradient: boolean;
+      starts?: Float32Array; // [rows * d]; absent = theta0 for every row
+      inBlock: InBlockOrthogonalisation;
+      projectGradientInBlock: boolean;
       lossTolerance: number;
       progressEvery: number;
       abort?: NativeAbortFlag;
@@ -121,8 +127,23 @@ export interface NativeModel {
   ): Promise<{ thetas: Float32Array; objectives: Float32Array; trace: Float32Array; radiusError: Float32Array }>;
   sliceMean(o: { x: Float32Array; seq: number; thetas: Float32Array; batch: number; source: number; target: number }): Promise<Float32Array>;
   release(o: { below: number; embedding: boolean }): void;
-  info(): { firstBlock: number; lastBlock: number; embedding: boolean; head: boolean; dtype: ComputeDtype; device: string };
+  /** rows: the B·T row counts to report kernel paths for (default [26]). */
+  info(rows?: number[]): NativeModelInfo;
   dispose(): void;
+}
+
+export interface NativeModelInfo {
+  firstBlock: number;
+  lastBlock: number;
+  embedding: boolean;
+  head: boolean;
+  dtype: ComputeDtype;
+  device: string;
+  /** The dtype activations are computed in (bf16 weights compute in f32 on CPUs without a fast bf16 product). */
+  activations: ComputeDtype;
+  rows: number[];
+  /** Per product of a block: the kernel it takes at each of `rows` (docs/architecture.md, kernel choice). */
+  products: { name: string; out: number; in: number; paths: string[] }[];
 }
 
 export interface NativeAbortFlag {
@@ -134,7 +155,7 @@ export interface NativeAddon {
   AbortFlag: new () => NativeAbortFlag;
   cudaKernelsBuilt(): boolean;
   /** Synchronous projection of a block (tests of the kernel and its CPU twin). */
-  projectBlock(o: { rows: Float64Array; basis: Float64Array; d: number; device?: "cpu" | "cuda"; reference?: boolean }): Float64Array;
+  projectBlock(o: { rows: Float64Array; basis: Float64Array; d: number; device?: "cpu" | "cuda"; reference?: boolean; inBlock?: InBlockOrthogonalisation }): Float64Array;
   version(): { torch: string };
   getThreads(): number;
   setThreads(n: number): void;

@@ -25,7 +25,7 @@ interface TestContext {
 
 type Model = Awaited<ReturnType<typeof loadModel>>;
 
-// The original experiments' prompt (algorithm.md §1): chat-formatted, special tokens included.
+// The original experiments' prompt (docs/algorithm.md §1): chat-formatted, special tokens included.
 const PROMPT = [
   151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 4340, 646, 358, 1936, 264,
   12764, 30, 151645, 198, 151644, 77091, 198,

@@ -12,7 +12,7 @@ import { Rng } from "../src/util/rng.js";
 import { testModel } from "./helpers/models.js";
 import { checkPythonTorch, referenceHidden, referenceSlice } from "./helpers/python-reference.js";
 
-// The original experiments' prompt (algorithm.md §1): real token ids, chat special tokens included.
+// The original experiments' prompt (docs/algorithm.md §1): real token ids, chat special tokens included.
 const PROMPT = Int32Array.from([
   151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 4340, 646, 358, 1936, 264,
   12764, 30, 151645, 198, 151644, 77091, 198,
@@ -206,7 +206,7 @@ describe("parity with the Python reference: slice map, loss, gradient, steering"
       // The same x through melbo's own slice path (orthoLossGrad) must give the same loss.
       const g = await model.orthoLossGrad({ x, thetas, z0, source: S, target: T });
       for (let b = 0; b < B; b++) {
-        // resid(s) += θ (algorithm.md §1): the steered resid(s) is the unsteered one plus θ_b.
+        // resid(s) += θ (docs/algorithm.md §1): the steered resid(s) is the unsteered one plus θ_b.
         const expectS = new Float32Array(SEQ * d);
         for (let p = 0; p < SEQ; p++) for (let i = 0; i < d; i++) expectS[p * d + i] = x[p * d + i]! + thetas[b * d + i]!;
         expectClose(t, `row ${b} resid(s)`, row(residS, b, SEQ * d), expectS, TOL);

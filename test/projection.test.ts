@@ -92,3 +92,69 @@ describe("projection (CUDA)", () => {
     assert.ok(existsSync(object));
   });
 });
+
+describe("in-block orthogonalisation modes", () => {
+  const unit = (v: Float64Array) => v.map((x) => x / norm(v));
+  const maxCos = (out: Float64Array, B: number) => {
+    let worst = 0;
+    for (let i = 0; i < B; i++) for (let j = i + 1; j < B; j++) {
+      worst = Math.max(worst, Math.abs(dot(rowOf(out, i), rowOf(out, j))) / (norm(rowOf(out, i)) * norm(rowOf(out, j))));
+    }
+    return worst;
+  };
+  const permute = (a: Float64Array, order: number[]) => {
+    const out = new Float64Array(a.length);
+    order.forEach((from, to) => out.set(rowOf(a, from), to * d));
+    return out;
+  };
+
+  it("symmetric: orthogonal to the basis and each other, norms kept, no row favoured, closer to the inputs than Gram–Schmidt", () => {
+    const B = 8, basis = basisOf(6, 30), rows = randomRows(B, 31);
+    const out = native().projectBlock({ rows, basis, d, inBlock: "symmetric" });
+    assert.ok(maxCos(out, B) < 1e-12, `max |cos| ${maxCos(out, B)}`);
+    for (let j = 0; j < B; j++) for (let b = 0; b < 6; b++) assert.ok(Math.abs(dot(rowOf(out, j), rowOf(basis, b))) < 1e-12);
+    // Norms: those of the rows projected onto the complement (row 0 of Gram–Schmidt is exactly that).
+    for (let j = 0; j < B; j++) {
+      const projected = native().projectBlock({ rows: rows.slice(j * d, (j + 1) * d), basis, d });
+      assert.ok(Math.abs(norm(rowOf(out, j)) - norm(projected)) < 1e-12 * norm(projected), `row ${j} norm`);
+    }
+    // Permuting the inputs permutes the outputs: no row is favoured by its index.
+    const order = [3, 0, 7, 1, 6, 2, 5, 4];
+    const shuffled = native().projectBlock({ rows: permute(rows, order), basis, d, inBlock: "symmetric" });
+    const expected = permute(out, order);
+    for (let i = 0; i < out.length; i++) assert.ok(Math.abs(shuffled[i]! - expected[i]!) < 1e-11, `element ${i}`);
+    // Löwdin's property: the orthonormal set closest to the input directions.
+    const gs = native().projectBlock({ rows, basis, d, inBlock: "gram-schmidt" });
+    const distance = (o: Float64Array) => {
+      let s = 0;
+      for (let j = 0; j < B; j++) {
+        const a = unit(native().projectBlock({ rows: rows.slice(j * d, (j + 1) * d), basis, d })), b = unit(rowOf(o, j).slice());
+        for (let i = 0; i < d; i++) s += (a[i]! - b[i]!) ** 2;
+      }
+      return s;
+    };
+    assert.ok(distance(out) < distance(gs), `symmetric ${distance(out)} vs Gram–Schmidt ${distance(gs)}`);
+  });
+
+  it("first-then-symmetric: row 0 is exactly Gram–Schmidt's row 0; the others are orthogonal to it and symmetric among themselves", () => {
+    const B = 6, basis = basisOf(4, 40), rows = randomRows(B, 41);
+    const out = native().projectBlock({ rows, basis, d, inBlock: "first-then-symmetric" });
+    const gs = native().projectBlock({ rows, basis, d, inBlock: "gram-schmidt" });
+    assert.deepEqual(rowOf(out, 0), rowOf(gs, 0));
+    assert.ok(maxCos(out, B) < 1e-12, `max |cos| ${maxCos(out, B)}`);
+    const order = [0, 4, 2, 5, 1, 3]; // row 0 stays first
+    const shuffled = native().projectBlock({ rows: permute(rows, order), basis, d, inBlock: "first-then-symmetric" });
+    const expected = permute(out, order);
+    for (let i = 0; i < out.length; i++) assert.ok(Math.abs(shuffled[i]! - expected[i]!) < 1e-11, `element ${i}`);
+  });
+
+  it("a zero row stays zero and the others are still orthogonal; an unknown mode is a clear error", () => {
+    const B = 4, rows = randomRows(B, 50);
+    rows.fill(0, 2 * d, 3 * d);
+    const out = native().projectBlock({ rows, basis: new Float64Array(0), d, inBlock: "symmetric" });
+    assert.ok(rowOf(out, 2).every((x) => x === 0));
+    const live = Float64Array.from([...rowOf(out, 0), ...rowOf(out, 1), ...rowOf(out, 3)]);
+    assert.ok(maxCos(live, 3) < 1e-12);
+    assert.throws(() => native().projectBlock({ rows, basis: new Float64Array(0), d, inBlock: "löwdin" as "symmetric" }), /option 'inBlock' must be/);
+  });
+});

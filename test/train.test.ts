@@ -1,4 +1,4 @@
-// MELBO training (algorithm.md §3): the objective's formula, its rise, the sphere constraint
+// MELBO training (docs/algorithm.md §3): the objective's formula, its rise, the sphere constraint
 // after every step, orthogonality, batched = separate runs, parity of the native loop with
 // torch.optim.AdamW (Python reference), the run files, and the errors for bad input.
 
@@ -23,7 +23,7 @@ const S = 0; // source block
 const T = 2; // target block: the slice runs blocks 1..2
 const R = 4;
 
-/** The fixed hyperparameters of Model.trainBlock (algorithm.md §3). */
+/** The fixed hyperparameters of Model.trainBlock (docs/algorithm.md §3). */
 const adamw = { lr: 1e-3, betas: [0.9, 0.98] as [number, number], eps: 1e-8, weightDecay: 0, amsgrad: true };
 
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -8,12 +8,13 @@ import type { Command } from "./command.js";
 import { demoCommand } from "./commands/demo.js";
 import { forwardCommand } from "./commands/forward.js";
 import { generateCommand } from "./commands/generate.js";
+import { infoCommand } from "./commands/info.js";
 import { makeTestModelCommand } from "./commands/make-test-model.js";
 import { orthoCommand } from "./commands/ortho.js";
 import { calibrateCommand } from "./commands/calibrate.js";
 import { trainCommand } from "./commands/train.js";
 
-const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, forwardCommand, generateCommand, makeTestModelCommand];
+const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

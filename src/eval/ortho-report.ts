@@ -1,4 +1,4 @@
-// What a user looks at after an ortho search (algorithm.md §4): how many vectors beat θ = 0
+// What a user looks at after an ortho search (docs/algorithm.md §4): how many vectors beat θ = 0
 // (r < 1), how many reach r ≤ 0.5, beside random vectors of the same norms orthogonal to θ0.
 
 import type { Model } from "../model/model.js";

@@ -2,7 +2,7 @@
 // the JS side so the user gets a MelboError naming the problem, never a native crash.
 
 import { MelboError } from "../errors.js";
-import { native, type ComputeDtype, type Device, type NativeAbortFlag, type NativeModel } from "../native.js";
+import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeModel } from "../native.js";
 import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
 import { loadTokenizer, type PromptOptions, type TextCodec } from "./tokenizer.js";
 import type { Checkpoint, Qwen2Config } from "./types.js";
@@ -98,6 +98,12 @@ export interface OrthoBlockOptions {
   betas: [number, number];
   eps: number;
   projection: "post" | "grad";
+  /** [rows * d]: each row's start (row 0 should be θ0); absent = θ0 for every row. */
+  starts?: Float32Array;
+  /** Default "gram-schmidt" (index order). */
+  inBlock?: InBlockOrthogonalisation;
+  /** Project each row's gradient off the block rows that constrain it, in either projection mode (default false). */
+  gradientInBlock?: boolean;
   lossTolerance: number; // 0 = off
   progressEvery?: number;
   signal?: AbortSignal;
@@ -187,8 +193,10 @@ export class Model {
     return this.checkpoint.config.hiddenSize;
   }
   /** Which blocks and parts are held now. */
-  info(): ReturnType<NativeModel["info"]> {
-    return this.native().info();
+  /** Blocks, dtypes, device, and the kernel each product takes at `rows` (B·T) rows (default [26]). */
+  info(rows?: number[]): ReturnType<NativeModel["info"]> {
+    if (rows !== undefined && !rows.every((r) => Number.isInteger(r) && r >= 1)) throw new MelboError(`info: row counts must be positive integers, got ${rows.join(", ")}`);
+    return rows === undefined ? this.native().info() : this.native().info(rows);
   }
 
   static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
@@ -335,6 +343,11 @@ export class Model {
     if (o.x.length === 0 || o.x.length % d !== 0) throw new MelboError(`x must be [seq × ${d}], got ${o.x.length} values`);
     if (o.basis.length % d !== 0) throw new MelboError(`basis must be [m × ${d}], got ${o.basis.length} values`);
     checkFinite(o.theta0, "θ0");
+    if (!Number.isInteger(o.rows) || o.rows < 1) throw new MelboError(`rows must be a positive integer, got ${o.rows}`);
+    if (o.starts !== undefined) {
+      if (o.starts.length !== o.rows * d) throw new MelboError(`starts must be [rows × ${d}] = ${o.rows * d} values, got ${o.starts.length}`);
+      checkFinite(o.starts, "starts");
+    }
     return this.withAbortFlag(o.signal, (abort) =>
       this.native().orthoBlock(
         {
@@ -351,6 +364,9 @@ export class Model {
           beta2: o.betas[1],
           eps: o.eps,
           projectGradient: o.projection === "grad",
+          ...(o.starts ? { starts: o.starts } : {}),
+          inBlock: o.inBlock ?? "gram-schmidt",
+          projectGradientInBlock: o.gradientInBlock ?? false,
           lossTolerance: o.lossTolerance,
           progressEvery: o.progressEvery ?? 10,
           ...(abort ? { abort } : {}),
@@ -361,7 +377,7 @@ export class Model {
   }
 
   /**
-   * Runs `steps` MELBO training steps (algorithm.md §3) for `rows` vectors natively, each row its
+   * Runs `steps` MELBO training steps (docs/algorithm.md §3) for `rows` vectors natively, each row its
    * own AdamW. search/train.ts owns the seeds, the learned basis and the files. Rejects with an
    * AbortError on abort.
    */

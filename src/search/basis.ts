@@ -19,6 +19,19 @@ export class OrthonormalBasis {
     return this.data.subarray(0, this.count * this.d);
   }
 
+  /** Removes from `w` (in place) its components along every row: Gram–Schmidt twice. */
+  projectOut(w: Float64Array): Float64Array {
+    const d = this.d;
+    for (let pass = 0; pass < 2; pass++) {
+      for (let r = 0; r < this.count; r++) {
+        const row = this.data.subarray(r * d, (r + 1) * d);
+        const c = dot(row, w);
+        for (let i = 0; i < d; i++) w[i]! -= c * row[i]!;
+      }
+    }
+    return w;
+  }
+
   /**
    * Adds the direction of `v` that is new: Gram–Schmidt twice ("twice is enough") against the
    * rows, then normalised. Returns false (and adds nothing) when nothing new is left, or the
@@ -31,13 +44,7 @@ export class OrthonormalBasis {
     const w = Float64Array.from(v);
     const original = norm(w);
     if (!(original > 0)) return false;
-    for (let pass = 0; pass < 2; pass++) {
-      for (let r = 0; r < this.count; r++) {
-        const row = this.data.subarray(r * d, (r + 1) * d);
-        const c = dot(row, w);
-        for (let i = 0; i < d; i++) w[i]! -= c * row[i]!;
-      }
-    }
+    this.projectOut(w);
     const left = norm(w);
     if (!(left > 1e-12 * original)) return false;
     if ((this.count + 1) * d > this.data.length) {

@@ -1,4 +1,4 @@
-// Choosing R for MELBO (algorithm.md §3: "the right R gives diverse but fluent outputs"): short
+// Choosing R for MELBO (docs/algorithm.md §3: "the right R gives diverse but fluent outputs"): short
 // independent trainings over a grid of R, and per R how different the steered outputs are:
 // distinct greedy continuations among the vectors, and the spread of the first-token
 // KL(P_k ‖ P_unsteered) at the last prompt position (the original's KL(P_k ‖ P_0), §4).

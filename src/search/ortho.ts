@@ -1,13 +1,17 @@
-// MELBO-ortho (algorithm.md §2): given θ0, find vectors orthogonal to θ0 and to each other
+// MELBO-ortho (docs/algorithm.md §2): given θ0, find vectors orthogonal to θ0 and to each other
 // that reproduce θ0's effect at the target block. The step loop of a block runs natively;
 // this module owns the basis, the stop rules, progress and the run files (checkpoint/resume).
 
 import { MelboError } from "../errors.js";
 import type { Model } from "../model/model.js";
+import type { InBlockOrthogonalisation } from "../native.js";
+import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm, row } from "./basis.js";
 import { readRun, writeRun, type RunState, type VectorLogLine } from "./run-files.js";
 
 export type Projection = "post" | "grad";
+/** Where rows 2…B of a block start: at θ0 (like row 1), or at seeded random directions in the complement of the basis. */
+export type BlockStart = "theta0" | "random";
 
 export interface OrthoOptions {
   /** Prompt token ids (e.g. model.promptTokens(text)); or give `prompt`. */
@@ -28,6 +32,16 @@ export interface OrthoOptions {
   eps?: number; // default 1e-8
   /** "post" (seed-exact, default): project θ after each Adam step; "grad": also project the gradient before it. */
   projection?: Projection;
+  /** Rows 2…B of a block: where they start (default "random"). Row 1 always starts at θ0. */
+  blockStart?: BlockStart;
+  /** Norm of the random starts, as a multiple of ‖θ0‖ (default 1). */
+  startNorm?: number;
+  /** How a block's rows are made orthogonal to each other (default "first-then-symmetric"). */
+  inBlock?: InBlockOrthogonalisation;
+  /** Project each row's gradient off the block's rows that constrain it (default true; either projection: in "post" the basis part stays seed-exact). */
+  gradientInBlock?: boolean;
+  /** Seed of the random starts (default 0): vector k starts from its own stream. */
+  seed?: number;
   /** > 0: a vector's steps end once its loss is at or below this (default 0: off, the original's semantics). */
   lossTolerance?: number;
   /** Stop once `patience` consecutive vectors have a norm below `minNorm` (defaults 0.1, 10). */
@@ -59,6 +73,11 @@ export interface OrthoSettings {
   betas: [number, number];
   eps: number;
   projection: Projection;
+  blockStart: BlockStart;
+  startNorm: number;
+  inBlock: InBlockOrthogonalisation;
+  gradientInBlock: boolean;
+  seed: number;
   lossTolerance: number;
   minNorm: number;
   patience: number;
@@ -91,6 +110,11 @@ function settingsOf(model: Model, o: OrthoOptions, tokens: Int32Array): OrthoSet
     betas: o.betas ?? [0.9, 0.999],
     eps: o.eps ?? 1e-8,
     projection: o.projection ?? "post",
+    blockStart: o.blockStart ?? "random",
+    startNorm: o.startNorm ?? 1,
+    inBlock: o.inBlock ?? "first-then-symmetric",
+    gradientInBlock: o.gradientInBlock ?? true,
+    seed: o.seed ?? 0,
     lossTolerance: o.lossTolerance ?? 0,
     minNorm: o.minNorm ?? 0.1,
     patience: o.patience ?? 10,
@@ -115,11 +139,53 @@ function validate(model: Model, o: OrthoOptions, s: OrthoSettings): void {
   if (!(s.lr > 0)) throw new MelboError(`lr must be > 0, got ${s.lr}`);
   if (!(s.patience >= 1) || !Number.isInteger(s.patience)) throw new MelboError(`patience must be a positive integer, got ${s.patience}`);
   if (s.projection !== "post" && s.projection !== "grad") throw new MelboError(`projection must be "post" or "grad", got "${String(s.projection)}"`);
+  if (s.blockStart !== "theta0" && s.blockStart !== "random") throw new MelboError(`blockStart must be "theta0" or "random", got "${String(s.blockStart)}"`);
+  if (!(s.startNorm > 0) || !Number.isFinite(s.startNorm)) throw new MelboError(`startNorm must be a positive number, got ${s.startNorm}`);
+  if (!["gram-schmidt", "first-then-symmetric", "symmetric"].includes(s.inBlock)) {
+    throw new MelboError(`inBlock must be "gram-schmidt", "first-then-symmetric" or "symmetric", got "${String(s.inBlock)}"`);
+  }
+  if (!Number.isSafeInteger(s.seed)) throw new MelboError(`seed must be an integer, got ${s.seed}`);
 }
 
-function sameSettings(a: OrthoSettings, b: OrthoSettings): string | null {
+/**
+ * The block mode melbo had before distinct starts (every row starts at θ0, Gram–Schmidt in index
+ * order, no in-block gradient projection): large blocks lose most rows' quality with it
+ * (docs/algorithm.md). Kept to compare with and to continue runs saved before.
+ */
+export const LEGACY_BLOCK_MODE = { blockStart: "theta0", inBlock: "gram-schmidt", gradientInBlock: false } as const;
+
+/** Settings of runs saved before block starts and in-block modes existed: what those runs did. */
+const LEGACY_BLOCK_SETTINGS = { ...LEGACY_BLOCK_MODE, startNorm: 1, seed: 0 } as const;
+
+/**
+ * Where the rows of the block whose first vector gets index `first` (1-based, θ0 is 0) start:
+ * row 0 at θ0, so that it follows the sequential algorithm; with "random", row r > 0 at a
+ * direction drawn from its own seeded stream (vector index first + r, so that a resumed run
+ * draws the same numbers), projected onto the complement of the basis, scaled to
+ * startNorm·‖θ0‖. Undefined when every row starts at θ0.
+ */
+export function blockStarts(theta0: Float32Array, basis: OrthonormalBasis, rows: number, first: number, s: OrthoSettings): Float32Array | undefined {
+  if (s.blockStart === "theta0" || rows === 1) return undefined;
+  const d = theta0.length;
+  const starts = new Float32Array(rows * d);
+  starts.set(theta0, 0);
+  const target = s.startNorm * norm(theta0);
+  for (let r = 1; r < rows; r++) {
+    const draw = new Rng(s.seed, `melbo-ortho-start-${first + r}`).fillNormal(new Float32Array(d));
+    const w = basis.projectOut(Float64Array.from(draw));
+    const n = norm(w);
+    for (let i = 0; i < d; i++) starts[r * d + i] = (w[i]! * target) / n;
+  }
+  return starts;
+}
+
+function sameSettings(a: OrthoSettings, saved: OrthoSettings): string | null {
+  const b: OrthoSettings = { ...LEGACY_BLOCK_SETTINGS, ...saved };
   for (const key of Object.keys(a) as (keyof OrthoSettings)[]) {
-    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) return `${key} differs (saved ${JSON.stringify(b[key])}, now ${JSON.stringify(a[key])})`;
+    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
+      const hint = key in LEGACY_BLOCK_SETTINGS && !(key in saved) ? "; the run was saved before block modes: resume it with the legacy block mode (--block-mode legacy)" : "";
+      return `${key} differs (saved ${JSON.stringify(b[key])}, now ${JSON.stringify(a[key])})${hint}`;
+    }
   }
   return null;
 }
@@ -205,6 +271,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     else if (basis.size >= d) stop = "dimension";
     if (stop !== null) break;
     const rows = Math.min(settings.block, options.count - state.found, d - basis.size);
+    const starts = blockStarts(options.theta0, basis, rows, state.found + 1, settings);
     const started = performance.now();
     const queue: OrthoEvent[] = [];
     let wake: (() => void) | null = null;
@@ -214,7 +281,9 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
         {
           x, theta0: options.theta0, basis: basis.rows().slice(), rows, steps: settings.steps,
           source: settings.source, target: settings.target, lr: settings.lr, betas: settings.betas, eps: settings.eps,
-          projection: settings.projection, lossTolerance: settings.lossTolerance,
+          projection: settings.projection, lossTolerance: settings.lossTolerance, inBlock: settings.inBlock,
+          gradientInBlock: settings.gradientInBlock,
+          ...(starts ? { starts } : {}),
           progressEvery: options.progressEvery ?? 10,
           ...(options.signal ? { signal: options.signal } : {}),
         },

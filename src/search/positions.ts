@@ -1,4 +1,4 @@
-// Target token positions I_i of MELBO's objective (algorithm.md §3): every position, the last k
+// Target token positions I_i of MELBO's objective (docs/algorithm.md §3): every position, the last k
 // of each prompt, or an explicit list. Prompts differ in length, so a choice is resolved per prompt.
 
 import { MelboError } from "../errors.js";

@@ -1,4 +1,4 @@
-// MELBO (algorithm.md §3): unsupervised steering vectors θ, ‖θ‖ = R, that maximise how much
+// MELBO (docs/algorithm.md §3): unsupervised steering vectors θ, ‖θ‖ = R, that maximise how much
 // they change resid(target) of one or several prompts. The step loop runs natively
 // (Model.trainBlock); this module owns the prompts' inputs, the seeds, the basis of learned
 // vectors (orthogonal mode), batching (independent mode), progress and the run files.

@@ -103,7 +103,7 @@ export interface ReferenceHidden {
 
 /**
  * Reference forward of one prompt. With `steer`, theta is added to resid(at) at every position,
- * so resid[at] includes theta (algorithm.md §1: resid(s) += θ). theta may hold B vectors
+ * so resid[at] includes theta (docs/algorithm.md §1: resid(s) += θ). theta may hold B vectors
  * ([B*d], with `rows: B`): the prompt then runs B times, row b steered by theta_b.
  */
 export async function referenceHidden(

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent MELBO training (algorithm.md §3) in plain torch, the reference for melbo's native loop.
+"""Independent MELBO training (docs/algorithm.md §3) in plain torch, the reference for melbo's native loop.
 
 It uses the reference Qwen2 of qwen2_reference.py and torch.optim.AdamW itself (amsgrad=True), one
 optimizer per vector, so that melbo's hand-written AdamW is checked against the real thing.

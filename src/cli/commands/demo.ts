@@ -79,7 +79,7 @@ export const demoCommand: Command = {
         model,
         {
           theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:0`, tokens, prompt: PROMPT,
-          count: int(v, "count", 32, 1), source: SOURCE, target: TARGET, block: int(v, "block", 4, 1),
+          count: int(v, "count", 32, 1), source: SOURCE, target: TARGET, block: int(v, "block", 4, 1), blockMode: "distinct", seed: 0,
           steps: int(v, "steps", 300, 0), lr: 0.01, projection: oneOf(v, "projection", ["post", "grad"] as const, "grad"),
           lossTolerance: 0, minNorm: 0.1, patience: 10, out: join(out, "ortho"), resume: false,
         },

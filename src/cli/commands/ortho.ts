@@ -1,6 +1,6 @@
 import { MelboError } from "../../errors.js";
 import { readVectorRef } from "../../io/vectors.js";
-import { ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
+import { LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
 import { randomBaseline, relLossStats, type RelLossStats } from "../../eval/ortho-report.js";
 import type { Model } from "../../model/model.js";
 import { flag, int, num, oneOf, required, str, type Values } from "../args.js";
@@ -17,6 +17,9 @@ export interface OrthoRunSettings {
   source: number;
   target: number;
   block: number;
+  /** "distinct" (default): rows 2…B start at seeded random directions, symmetric in-block steps; "legacy": melbo's old block mode. */
+  blockMode: "distinct" | "legacy";
+  seed: number;
   steps: number;
   lr: number;
   projection: Projection;
@@ -43,6 +46,7 @@ export async function runOrthoWithProgress(model: Model, s: OrthoRunSettings, si
   try {
     for await (const e of ortho(model, {
       tokens: s.tokens, theta0: s.theta0, count: s.count, source: s.source, target: s.target, block: s.block,
+      ...(s.blockMode === "legacy" ? LEGACY_BLOCK_MODE : {}), seed: s.seed,
       steps: s.steps, lr: s.lr, projection: s.projection, lossTolerance: s.lossTolerance, minNorm: s.minNorm,
       patience: s.patience, out: s.out, resume: s.resume, signal, releaseEarlyBlocks: false,
       metadata: { model: model.dir, prompt: s.prompt, theta0: s.thetaRef, layers: `${s.source},${s.target}` },
@@ -117,7 +121,8 @@ export const orthoCommand: Command = {
   summary: "MELBO-ortho: many orthogonal steering vectors that reproduce θ0's effect at the target block",
   usage:
     "melbo ortho --model DIR --theta FILE[:row] --prompt TEXT [--raw] --count N [--source 8 --target 16]\n" +
-    "            [--block B] [--steps 1000] [--lr 0.01] [--projection post|grad] [--loss-tol X]\n" +
+    "            [--block B] [--block-mode distinct|legacy] [--seed 0] [--steps 1000] [--lr 0.01]\n" +
+    "            [--projection post|grad] [--loss-tol X]\n" +
     "            [--min-norm 0.1 --patience 10] [--dtype f32|bf16] --out OUT [--resume]",
   options: {
     ...modelOptions,
@@ -127,6 +132,8 @@ export const orthoCommand: Command = {
     source: { type: "string" },
     target: { type: "string" },
     block: { type: "string" },
+    "block-mode": { type: "string" },
+    seed: { type: "string" },
     steps: { type: "string" },
     lr: { type: "string" },
     projection: { type: "string" },
@@ -153,7 +160,8 @@ export const orthoCommand: Command = {
         model,
         {
           theta0: theta.data, thetaRef, tokens, prompt: str(v, "prompt") ?? "", count, source, target,
-          block: int(v, "block", 1, 1), steps: int(v, "steps", 1000, 0), lr: num(v, "lr", 0.01),
+          block: int(v, "block", 1, 1), blockMode: oneOf(v, "block-mode", ["distinct", "legacy"] as const, "distinct"),
+          seed: int(v, "seed", 0, 0), steps: int(v, "steps", 1000, 0), lr: num(v, "lr", 0.01),
           projection: oneOf(v, "projection", ["post", "grad"] as const, "post"),
           lossTolerance: num(v, "loss-tol", 0), minNorm: num(v, "min-norm", 0.1), patience: int(v, "patience", 10, 1),
           out, resume: flag(v, "resume"),

@@ -1,0 +1,52 @@
+// `melbo info`: what a checkpoint is and how melbo will run it on this machine: the CPU features
+// that decide the kernels, the activation dtype, and the kernel each matrix product of a block
+// takes at the row counts of typical blocks (B vectors × the prompt's T tokens).
+
+import { readFileSync } from "node:fs";
+import { MelboError } from "../../errors.js";
+import { getThreads } from "../../native.js";
+import { str, type Values } from "../args.js";
+import { modelOptions, type Command } from "../command.js";
+import { modelFromArgs } from "../common.js";
+
+/** The CPU flags that decide melbo's kernels (x86-64 Linux; empty elsewhere). */
+export function kernelCpuFlags(): string[] {
+  try {
+    const all = new Set((/^flags\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").split(/\s+/));
+    return ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_bf16"].filter((f) => all.has(f));
+  } catch {
+    return [];
+  }
+}
+
+export const infoCommand: Command = {
+  name: "info",
+  summary: "a checkpoint's shape, and the kernel each matrix product takes on this machine",
+  usage: "melbo info --model DIR [--dtype f32|bf16] [--device cpu|cuda] [--rows 26,104,416,1664]",
+  options: { ...modelOptions, rows: { type: "string" } },
+  async run(v: Values) {
+    const rowsText = str(v, "rows") ?? "26,104,416,1664";
+    const rows = rowsText.split(",").map(Number);
+    if (!rows.every((r) => Number.isInteger(r) && r >= 1)) throw new MelboError(`--rows must be positive integers, got "${rowsText}"`);
+    const model = await modelFromArgs(v, { blocks: { from: 0, to: 0 }, embedding: false, head: false });
+    try {
+      const c = model.config;
+      const info = model.info(rows);
+      const out: string[] = [
+        `model ${model.dir}: ${c.numLayers} blocks, d ${c.hiddenSize}, ${c.numHeads} heads (${c.numKvHeads} kv), intermediate ${c.intermediateSize}, vocab ${c.vocabSize}`,
+        `weights ${info.dtype}, activations ${info.activations}, device ${info.device}, ${getThreads()} threads`,
+        `CPU flags: ${kernelCpuFlags().join(" ") || "(none of avx2/fma/avx512 found)"}`,
+        "",
+        `kernel per product at B·T rows (26 = one vector of the 26-token prompt):`,
+      ];
+      const width = Math.max(...info.products.map((p) => `${p.name} [${p.out}×${p.in}]`.length));
+      for (const [i, r] of info.rows.entries()) {
+        out.push(`  ${r} rows:`);
+        for (const p of info.products) out.push(`    ${`${p.name} [${p.out}×${p.in}]`.padEnd(width)}  ${p.paths[i]}`);
+      }
+      process.stdout.write(out.join("\n") + "\n");
+    } finally {
+      model.dispose();
+    }
+  },
+};

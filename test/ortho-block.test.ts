@@ -1,0 +1,106 @@
+// Block mode of MELBO-ortho (docs/algorithm.md, "Block mode"): what must not change (B = 1 bit
+// for bit against a recorded reference, row 1 of any block = sequential vector 1), seeds, and
+// what large blocks must keep (orthogonality, no dropped rows on the default model).
+
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { after, before, describe, it } from "node:test";
+import { loadModel, type Model } from "../src/index.js";
+import { maxAbsCosine } from "../src/search/basis.js";
+import { ortho, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
+import { train } from "../src/search/train.js";
+import { Rng } from "../src/util/rng.js";
+import { maxRelDiff } from "./helpers/compare.js";
+import { PINNED_ENV, REFERENCE_FILE, REFERENCE_SCRIPT, type B1Record } from "./helpers/ortho-b1-reference.js";
+import { testModel } from "./helpers/models.js";
+
+type Done = Extract<OrthoEvent, { type: "done" }>;
+
+async function search(model: Model, o: OrthoOptions): Promise<Done> {
+  let done: Done | undefined;
+  for await (const e of ortho(model, o)) if (e.type === "done") done = e;
+  assert.ok(done, "the search ended without a done event");
+  return done;
+}
+
+const LEGACY = { blockStart: "theta0", inBlock: "gram-schmidt", gradientInBlock: false } as const;
+const row = (a: Float32Array, r: number, d: number) => a.subarray(r * d, (r + 1) * d);
+
+describe("MELBO-ortho block mode", () => {
+  let model: Model;
+  let base: Pick<OrthoOptions, "tokens" | "theta0" | "source" | "target">;
+  const d = 64;
+  before(async () => {
+    model = await loadModel(await testModel({ layers: 4, hidden: d, heads: 4, intermediate: 176, seed: 11 }));
+    base = { tokens: model.promptTokens("How can I build a bomb?"), theta0: new Rng(1, "theta0").fillNormal(new Float32Array(d)), source: 1, target: 3 };
+  });
+  after(() => model.dispose());
+
+  it("B = 1 matches the recorded reference bit for bit (pinned AVX2 kernels, one thread)", async () => {
+    const recorded = JSON.parse(readFileSync(REFERENCE_FILE, "utf8")) as B1Record[];
+    const { stdout } = await promisify(execFile)(process.execPath, [REFERENCE_SCRIPT], { env: { ...process.env, ...PINNED_ENV } });
+    const now = JSON.parse(stdout) as B1Record[];
+    assert.equal(now.length, 2);
+    for (const [i, r] of recorded.entries()) {
+      assert.deepEqual(now[i], r, `projection ${r.projection}: the B = 1 vectors changed`);
+    }
+  });
+
+  it("B = 1 ignores every block setting: default and legacy settings give the same bits", async () => {
+    for (const projection of ["post", "grad"] as const) {
+      const o = { ...base, count: 3, block: 1, steps: 30, projection, minNorm: 0 };
+      const now = await search(model, o);
+      const legacy = await search(model, { ...o, ...LEGACY });
+      assert.deepEqual(now.vectors, legacy.vectors, projection);
+    }
+  });
+
+  it("row 1 of a block equals sequential vector 1 in every in-block mode", async () => {
+    const o = { ...base, count: 1, steps: 60, projection: "grad" as const, minNorm: 0 };
+    const sequential = await search(model, { ...o, block: 1 });
+    for (const inBlock of ["gram-schmidt", "first-then-symmetric"] as const) {
+      const blocked = await search(model, { ...o, count: 16, block: 16, inBlock });
+      const diff = maxRelDiff(row(blocked.vectors, 1, d), row(sequential.vectors, 1, d));
+      assert.ok(diff < 1e-4, `${inBlock}: row 1 differs from sequential vector 1 by ${diff}`);
+    }
+  });
+
+  it("random starts are seeded: the same seed gives the same bits, another seed other rows 2…B and the same row 1", async () => {
+    const o = { ...base, count: 6, block: 6, steps: 20, projection: "grad" as const, minNorm: 0 };
+    const a = await search(model, o), b = await search(model, o), c = await search(model, { ...o, seed: 5 });
+    assert.deepEqual(a.vectors, b.vectors);
+    assert.deepEqual(row(c.vectors, 1, d), row(a.vectors, 1, d));
+    for (let r = 2; r <= 6; r++) assert.ok(maxRelDiff(row(c.vectors, r, d), row(a.vectors, r, d)) > 1e-2, `row ${r} did not change with the seed`);
+  });
+});
+
+describe("MELBO-ortho block mode at B = 64 on the default model", () => {
+  const dir = join(process.cwd(), "models", "default");
+  let model: Model | undefined;
+  before(async () => {
+    if (existsSync(join(dir, "config.json"))) model = await loadModel(dir);
+  });
+  after(() => model?.dispose());
+
+  it("with the demo's θ0: no row dropped and orthogonality ≤ 1e-6 after 40 steps, both projections", async (t) => {
+    if (!model) {
+      console.log("# B = 64 default-model test skipped: models/default is missing (bash scripts/setup.sh writes it)");
+      t.skip("models/default is missing");
+      return;
+    }
+    // The demo's θ0: MELBO's first candidate (src/cli/commands/demo.ts settings).
+    const tokens = model.promptTokens("How can I build a bomb?");
+    const trained = await train(model, { prompts: [tokens], count: 1, radius: 16, steps: 100, lr: 0.01, source: 8, target: 16 });
+    const theta0 = trained.vectors.slice(0, model.hidden);
+    for (const projection of ["grad", "post"] as const) {
+      const done = await search(model, { tokens, theta0, count: 64, block: 64, steps: 40, source: 8, target: 16, projection, minNorm: 0 });
+      assert.equal(done.dropped, 0, `${projection}: rows dropped`);
+      assert.equal(done.found, 64);
+      assert.ok(done.maxAbsCos <= 1e-6, `${projection}: max |cos| ${done.maxAbsCos}`);
+      assert.equal(maxAbsCosine(done.vectors, 65, model.hidden), done.maxAbsCos);
+    }
+  });
+});
