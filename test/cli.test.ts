@@ -123,5 +123,13 @@ describe("melbo CLI", () => {
     assert.deepEqual(log.map((l) => l.index), Array.from({ length: a.n - 1 }, (_, i) => i + 1));
     assert.equal(a.metadata["melbo.algorithm"], "melbo-ortho");
     assert.match(a.metadata["melbo.settings"] ?? "", /"steps":120/);
+    assert.match(a.metadata["melbo.settings"] ?? "", /"blockStart":"random".*"inBlock":"first-then-symmetric"/);
+    // Another block mode cannot continue this run; an unknown one is a usage error.
+    const mismatch = await cli([...args(whole), "--resume", "--count", "28", "--block-mode", "legacy"]);
+    assert.equal(mismatch.code, 2, mismatch.stderr);
+    assert.match(mismatch.stderr, /cannot resume: blockStart differs \(saved "random", now "theta0"\)/);
+    const unknown = await cli([...args(whole), "--block-mode", "fast"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /block-mode/);
   });
 });

@@ -25,7 +25,7 @@ export const demoCommand: Command = {
   summary: "MELBO then MELBO-ortho on the embedded default model (models/default)",
   usage:
     "melbo demo [--model DIR] [--out DIR] [--candidates 4] [--radius 16] [--train-steps 100]\n" +
-    "           [--count 32] [--block 4] [--steps 300] [--projection grad|post] [--device cpu|cuda]",
+    "           [--count 32] [--block 16] [--steps 300] [--projection grad|post] [--device cpu|cuda]",
   options: {
     model: { type: "string" },
     out: { type: "string" },
@@ -79,7 +79,7 @@ export const demoCommand: Command = {
         model,
         {
           theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:0`, tokens, prompt: PROMPT,
-          count: int(v, "count", 32, 1), source: SOURCE, target: TARGET, block: int(v, "block", 4, 1), blockMode: "distinct", seed: 0,
+          count: int(v, "count", 32, 1), source: SOURCE, target: TARGET, block: int(v, "block", 16, 1), blockMode: "distinct", seed: 0,
           steps: int(v, "steps", 300, 0), lr: 0.01, projection: oneOf(v, "projection", ["post", "grad"] as const, "grad"),
           lossTolerance: 0, minNorm: 0.1, patience: 10, out: join(out, "ortho"), resume: false,
         },

@@ -150,6 +150,8 @@ export const orthoCommand: Command = {
     const target = int(v, "target", 16, 0);
     if (source >= target) throw new MelboError(`--source ${source} must come before --target ${target}`);
     const count = int(v, "count", 32, 1);
+    const blockMode = oneOf(v, "block-mode", ["distinct", "legacy"] as const, "distinct");
+    const seed = int(v, "seed", 0, 0);
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
     const abort = abortOnSignals();
     try {
@@ -160,8 +162,7 @@ export const orthoCommand: Command = {
         model,
         {
           theta0: theta.data, thetaRef, tokens, prompt: str(v, "prompt") ?? "", count, source, target,
-          block: int(v, "block", 1, 1), blockMode: oneOf(v, "block-mode", ["distinct", "legacy"] as const, "distinct"),
-          seed: int(v, "seed", 0, 0), steps: int(v, "steps", 1000, 0), lr: num(v, "lr", 0.01),
+          block: int(v, "block", 1, 1), blockMode, seed, steps: int(v, "steps", 1000, 0), lr: num(v, "lr", 0.01),
           projection: oneOf(v, "projection", ["post", "grad"] as const, "post"),
           lossTolerance: num(v, "loss-tol", 0), minNorm: num(v, "min-norm", 0.1), patience: int(v, "patience", 10, 1),
           out, resume: flag(v, "resume"),
