@@ -95,7 +95,8 @@ describe("engine", () => {
   it("a model loaded with fewer blocks holds only those and says what is missing", async () => {
     const part = await loadModel(dir, { blocks: { to: 1 } });
     try {
-      assert.deepEqual(part.info(), { firstBlock: 0, lastBlock: 1, embedding: true, head: false, dtype: "f32", device: "cpu" });
+      const { firstBlock, lastBlock, embedding, head, dtype, device, activations } = part.info();
+      assert.deepEqual({ firstBlock, lastBlock, embedding, head, dtype, device, activations }, { firstBlock: 0, lastBlock: 1, embedding: true, head: false, dtype: "f32", device: "cpu", activations: "f32" });
       const tokens = part.promptTokens("Hi");
       const full = await model.forward(tokens, { layers: [1] });
       const mine = await part.forward(tokens, { layers: [1] });
@@ -116,7 +117,8 @@ describe("engine", () => {
       const z0 = new Float32Array(m.hidden);
       const beforeRelease = await m.orthoLossGrad({ x, thetas, z0, source: 1, target: 3 });
       m.release(2, true);
-      assert.deepEqual(m.info(), { firstBlock: 2, lastBlock: 3, embedding: false, head: true, dtype: "f32", device: "cpu" });
+      const { firstBlock, lastBlock, embedding, head, dtype, device } = m.info();
+      assert.deepEqual({ firstBlock, lastBlock, embedding, head, dtype, device }, { firstBlock: 2, lastBlock: 3, embedding: false, head: true, dtype: "f32", device: "cpu" });
       const afterRelease = await m.orthoLossGrad({ x, thetas, z0, source: 1, target: 3 });
       assert.deepEqual(afterRelease.loss, beforeRelease.loss);
       await assert.rejects(m.forward(tokens, { layers: [1] }), /embedding is not loaded|holds blocks 2\.\.3/);
