@@ -7,6 +7,7 @@ import { availableParallelism, cpus, loadavg, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestModelOptions } from "../src/model/make-test-model.js";
+import { kernelCpuFlags } from "../src/util/cpu.js";
 
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PYTHON = process.env["BENCH_PYTHON"] ?? "/usr/bin/python3";
@@ -91,14 +92,11 @@ function blasLibrary(): string {
 
 export function machineInfo(libtorch: string, threads: number, pythonTorch: MachineInfo["pythonTorch"]): MachineInfo {
   let cpuModel = cpus()[0]?.model ?? "unknown";
-  let flags: string[] = [];
   try {
     const text = readFileSync("/proc/cpuinfo", "utf8");
     cpuModel = /^model name\s*:\s*(.*)$/m.exec(text)?.[1] ?? cpuModel;
     const family = /^cpu family\s*:\s*(\d+)$/m.exec(text)?.[1], model = /^model\s*:\s*(\d+)$/m.exec(text)?.[1];
     if (family && model) cpuModel += ` (family ${family}, model ${model})`;
-    const all = new Set((/^flags\s*:\s*(.*)$/m.exec(text)?.[1] ?? "").split(/\s+/));
-    flags = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_bf16", "amx_tile"].filter((f) => all.has(f));
   } catch {
     // not Linux
   }
@@ -108,7 +106,7 @@ export function machineInfo(libtorch: string, threads: number, pythonTorch: Mach
     cores: availableParallelism(),
     threads,
     memoryGiB: totalmem() / 2 ** 30,
-    cpuFlags: flags,
+    cpuFlags: kernelCpuFlags(),
     blas: blasLibrary(),
     libtorch,
     pythonTorch,

@@ -96,10 +96,7 @@ torch::Tensor projectBlock(const torch::Tensor& rows, const torch::Tensor& basis
     auto first = r.narrow(0, 0, 1);                 // [1, d]: follows the sequential algorithm
     auto rest = r.narrow(0, 1, r.size(0) - 1);      // [B-1, d]
     const double firstNorm = first.norm().item<double>();
-    if (firstNorm > 0) {
-      auto u = first / firstNorm;
-      rest = rest - rest.matmul(u.t()).matmul(u);   // rest -= (rest . u) u
-    }
+    if (firstNorm > 0) rest = projectOutBasis(rest, first / firstNorm);  // rest -= (rest . u) u
     return torch::cat({first, symmetricOrthogonalise(rest)}, 0);
   }
 #ifdef MELBO_WITH_CUDA

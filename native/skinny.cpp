@@ -35,7 +35,6 @@ int64_t skinnyRowLimit(torch::ScalarType weights, int64_t /*in*/) {
 #ifndef MELBO_SKINNY_X86
 
 bool skinnyAvailable() { return false; }
-bool skinnyApplies(const torch::Tensor&, const torch::Tensor&) { return false; }
 bool skinnyAppliesTo(torch::ScalarType, torch::Device, const torch::Tensor&, int64_t) { return false; }
 torch::Tensor skinnyForward(const torch::Tensor& x, const torch::Tensor& w) { return torch::mm(x, w.to(torch::kFloat).t()); }
 torch::Tensor skinnyBackward(const torch::Tensor& gy, const torch::Tensor& w) { return torch::mm(gy, w.to(torch::kFloat)); }
@@ -52,11 +51,6 @@ bool skinnyAppliesTo(torch::ScalarType activations, torch::Device device, const 
   if (w.dim() != 2 || !w.is_contiguous() || (w.scalar_type() != torch::kFloat && w.scalar_type() != torch::kBFloat16)) return false;
   if (w.size(1) % 16 != 0) return false;
   return rows >= 1 && rows <= skinnyRowLimit(w.scalar_type(), w.size(1));
-}
-
-bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w) {
-  if (w.dim() != 2 || x.size(-1) != w.size(1)) return false;
-  return skinnyAppliesTo(x.scalar_type(), x.device(), w, x.numel() / w.size(1));
 }
 
 namespace {

@@ -19,9 +19,8 @@ bool skinnyAvailable();
 // crossovers with OpenBLAS; `in` is kept for shape-dependent limits).
 int64_t skinnyRowLimit(torch::ScalarType weights, int64_t in);
 
-// Whether x [..., in] float32 @ w [out, in] (float32 or bf16, contiguous) can use them.
-bool skinnyApplies(const torch::Tensor& x, const torch::Tensor& w);
-// The same decision from the activations' dtype and device and the row count alone.
+// Whether `rows` rows of activations of this dtype and device @ w [out, in] (float32 or bf16,
+// contiguous) can use them.
 bool skinnyAppliesTo(torch::ScalarType activations, torch::Device device, const torch::Tensor& w, int64_t rows);
 
 // x [M, in] float32 contiguous, w [out, in] float32|bf16 contiguous -> x @ wᵀ [M, out] float32.

@@ -2,21 +2,15 @@
 // decision mixedLinear follows (native/qwen2.cpp productPath), and `melbo info` prints it.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { loadModel } from "../src/index.js";
+import { kernelCpuFlags } from "../src/util/cpu.js";
 import { cli } from "./helpers/cli.js";
 import { withEnv } from "./helpers/compare.js";
 import { testModel } from "./helpers/models.js";
 
 const SHAPE = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 5 };
-const flags = (() => {
-  try {
-    return new Set((/^flags\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").split(/\s+/));
-  } catch {
-    return new Set<string>();
-  }
-})();
+const flags = new Set(kernelCpuFlags());
 const skinnyCpu = process.arch === "x64" && flags.has("avx2") && flags.has("fma");
 const fastBf16 = process.arch !== "x64" || ["avx512bw", "avx512vl", "avx512dq"].every((f) => flags.has(f));
 

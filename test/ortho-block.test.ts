@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { loadModel, type Model } from "../src/index.js";
-import { maxAbsCosine } from "../src/search/basis.js";
+import { maxAbsCosine, row } from "../src/search/basis.js";
 import { ortho, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
 import { train } from "../src/search/train.js";
 import { Rng } from "../src/util/rng.js";
@@ -27,7 +27,6 @@ async function search(model: Model, o: OrthoOptions): Promise<Done> {
 }
 
 const LEGACY = { blockStart: "theta0", inBlock: "gram-schmidt", gradientInBlock: false } as const;
-const row = (a: Float32Array, r: number, d: number) => a.subarray(r * d, (r + 1) * d);
 
 describe("MELBO-ortho block mode", () => {
   let model: Model;

@@ -2,22 +2,12 @@
 // that decide the kernels, the activation dtype, and the kernel each matrix product of a block
 // takes at the row counts of typical blocks (B vectors × the prompt's T tokens).
 
-import { readFileSync } from "node:fs";
 import { MelboError } from "../../errors.js";
 import { getThreads } from "../../native.js";
+import { kernelCpuFlags } from "../../util/cpu.js";
 import { str, type Values } from "../args.js";
 import { modelOptions, type Command } from "../command.js";
 import { modelFromArgs } from "../common.js";
-
-/** The CPU flags that decide melbo's kernels (x86-64 Linux; empty elsewhere). */
-export function kernelCpuFlags(): string[] {
-  try {
-    const all = new Set((/^flags\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "").split(/\s+/));
-    return ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_bf16"].filter((f) => all.has(f));
-  } catch {
-    return [];
-  }
-}
 
 export const infoCommand: Command = {
   name: "info",
