@@ -12,7 +12,7 @@ import { DEFAULT_MODEL_OPTIONS } from "../src/cli/commands/make-test-model.js";
 import { makeTestModel } from "../src/model/make-test-model.js";
 import { loadModel, type Model } from "../src/model/model.js";
 import type { InBlockOrthogonalisation } from "../src/native.js";
-import { LEGACY_BLOCK_MODE, ortho, type BlockStart, type OrthoOptions, type Projection } from "../src/search/ortho.js";
+import { DEFAULT_START_NORM, LEGACY_BLOCK_MODE, ortho, type BlockStart, type OrthoOptions, type Projection } from "../src/search/ortho.js";
 import { train } from "../src/search/train.js";
 import { cpuSnapshot, machineInfo, median, othersShare, packageRoot, type MachineInfo } from "./lib.js";
 
@@ -78,7 +78,7 @@ export async function qualityRow(
   model: Model, theta0: Float32Array, c: QualityConfig, count: number, steps: number, onProgress?: (text: string) => void,
 ): Promise<QualityRow> {
   // The search's own defaults fill what the configuration leaves out.
-  const full = { dtype: "f32" as const, blockStart: "random" as BlockStart, startNorm: 1, inBlock: "first-then-symmetric" as InBlockOrthogonalisation, gradientInBlock: true, ...c };
+  const full = { dtype: "f32" as const, blockStart: "random" as BlockStart, startNorm: DEFAULT_START_NORM, inBlock: "first-then-symmetric" as InBlockOrthogonalisation, gradientInBlock: true, ...c };
   const options: OrthoOptions = {
     tokens: model.promptTokens(DEMO.prompt), theta0, count, source: DEMO.source, target: DEMO.target, steps, lr: 0.01,
     block: full.block, projection: full.projection, blockStart: full.blockStart, startNorm: full.startNorm, inBlock: full.inBlock, gradientInBlock: full.gradientInBlock,
@@ -127,12 +127,17 @@ export function qualityGrid(quick: boolean): QualityConfig[] {
     for (const block of blocks) grid.push({ block, projection });
     grid.push({ block: largest, projection, dtype: "bf16" });
     grid.push({ block: largest, projection, ...LEGACY_BLOCK_MODE });
+    grid.push({ block: largest, projection, startNorm: 1 }); // the earlier default: starts at ‖θ0‖
   }
   return grid;
 }
 
 
 export const isLegacy = (r: QualityConfig) => r.blockStart === "theta0" && r.inBlock === "gram-schmidt" && r.gradientInBlock === false;
+/** Distinct mode with random starts at ‖θ0‖ (the default before DEFAULT_START_NORM). */
+export const isWideStart = (r: QualityConfig) => !isLegacy(r) && r.startNorm === 1;
+/** Rows that run today's defaults (the targets are judged on these). */
+export const isStandard = (r: QualityConfig) => !isLegacy(r) && !isWideStart(r);
 
 export async function runQuality(libtorch: string, threads: number, quick: boolean, log: (s: string) => void): Promise<QualityResults> {
   const count = quick ? 16 : 64, steps = quick ? 60 : 300;
@@ -144,7 +149,7 @@ export async function runQuality(libtorch: string, threads: number, quick: boole
     const rows: QualityRow[] = [];
     for (const c of qualityGrid(quick)) {
       const model = await models.get(c.dtype ?? "f32");
-      log(`quality: ${c.dtype ?? "f32"} B = ${c.block}, ${c.projection}${isLegacy({ ...c, gradientInBlock: c.gradientInBlock ?? true }) ? " (old block mode)" : ""}: ${count} vectors x ${steps} steps`);
+      log(`quality: ${c.dtype ?? "f32"} B = ${c.block}, ${c.projection}${isLegacy({ ...c, gradientInBlock: c.gradientInBlock ?? true }) ? " (old block mode)" : isWideStart(c) ? " (starts at |theta0|)" : ""}: ${count} vectors x ${steps} steps`);
       const r = await qualityRow(model, theta0, c, count, steps);
       log(`  r < 1: ${r.below1}, r <= 0.75: ${r.below075}, median r ${r.medianR.toFixed(3)}, best ${r.bestR.toFixed(3)}, ${r.seconds.toFixed(0)} s`);
       rows.push(r);

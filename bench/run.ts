@@ -301,6 +301,8 @@ async function main(): Promise<void> {
   results.machine = machineInfo(addon.version().torch, threads(), pyInfo);
   results.device = DEVICE;
   const acts = DEVICE === "cpu" ? bf16Activations(results.machine.cpuFlags) : "bf16"; // GPUs multiply bf16 natively
+  // Few-row bf16 products take melbo's AVX-512 BF16 kernels (native/skinny_bf16.cpp) where the CPU has them.
+  const bf16Kernels = DEVICE === "cpu" && ["avx512f", "avx512bw", "avx512_bf16"].every((f) => results.machine?.cpuFlags.includes(f));
 
   if (!SKIP.has("limits")) {
     log("matrix-product limits (python3-torch: the same libtorch and BLAS as the addon)");
@@ -373,8 +375,14 @@ async function main(): Promise<void> {
         if (B === 1 && acts === "f32") {
           await withEnv({ MELBO_SKINNY_ROWS: "0" }, () => orthoRow("bf16 B=1, widened + BLAS (lever off)", m, "bf16", acts, x!, theta0, 1, PLAN.steps, PLAN.calls));
         }
+        if (B === 1 && acts === "bf16" && bf16Kernels) {
+          await withEnv({ MELBO_SKINNY_ROWS: "0" }, () => orthoRow("bf16 B=1, oneDNN only (lever off)", m, "bf16", acts, x!, theta0, 1, PLAN.steps, PLAN.calls));
+        }
       }
-      if (!SKIP.has("profile")) await profileRow(`bf16 B=${Math.max(...BLOCKS)}`, m, x, theta0, Math.max(...BLOCKS));
+      if (!SKIP.has("profile")) {
+        await profileRow("bf16 B=1", m, x, theta0, 1);
+        await profileRow(`bf16 B=${Math.max(...BLOCKS)}`, m, x, theta0, Math.max(...BLOCKS));
+      }
     } finally {
       m.dispose();
     }

@@ -116,7 +116,8 @@ std::string productPathName(ProductPath path, torch::ScalarType activations, tor
   const std::string acts = activations == torch::kBFloat16 ? "bf16" : "f32";
   if (!device.is_cpu()) return device.str() + " " + acts + (weights == acts ? "" : " (" + weights + " weights converted)");
   switch (path) {
-    case ProductPath::Skinny: return "skinny-avx2 (" + weights + " weights read in place)";
+    case ProductPath::Skinny:
+      return (acts == "bf16" ? "skinny-avx512bf16 (" : "skinny-avx2 (") + weights + " weights read in place)";
     case ProductPath::Blas:
       if (acts == "f32") return "blas f32";
       return cpuHasFastBf16() ? "onednn bf16" : "scalar bf16 (slow)";
@@ -139,7 +140,7 @@ torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const 
       sizes.back() = w.size(0);
       y = skinnyForward(x.reshape({-1, x.size(-1)}), w).view(sizes);
     }
-    if (b.defined()) y = y + (b.scalar_type() == torch::kFloat ? b : b.to(torch::kFloat));
+    if (b.defined()) y = y + b.to(y.scalar_type());
     return y;
   }
   if (path == ProductPath::Blas) return torch::linear(x, w, b);

@@ -21,12 +21,16 @@
 
 namespace melbo {
 
-int64_t skinnyRowLimit(torch::ScalarType weights, int64_t /*in*/) {
+constexpr int64_t BF16_ACTIVATION_ROW_LIMIT = 64;
+
+int64_t skinnyRowLimit(torch::ScalarType activations, torch::ScalarType weights, int64_t /*in*/) {
   if (const char* env = std::getenv("MELBO_SKINNY_ROWS")) {
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
     if (end != env && v >= 0) return static_cast<int64_t>(v);
   }
+  // bf16 activations: the crossover with oneDNN measured on a 2-core Zen 4 (bench/NOTES.md).
+  if (activations == torch::kBFloat16) return BF16_ACTIVATION_ROW_LIMIT;
   // Crossovers with OpenBLAS measured on a 2-core Zen 3 (bench/NOTES.md): float32 weights about
   // 110 rows; bf16 weights later, because the alternative also pays for widening them.
   return weights == torch::kBFloat16 ? 224 : 112;
@@ -47,10 +51,14 @@ bool skinnyAvailable() {
 }
 
 bool skinnyAppliesTo(torch::ScalarType activations, torch::Device device, const torch::Tensor& w, int64_t rows) {
-  if (!skinnyAvailable() || activations != torch::kFloat || !device.is_cpu() || !w.device().is_cpu()) return false;
-  if (w.dim() != 2 || !w.is_contiguous() || (w.scalar_type() != torch::kFloat && w.scalar_type() != torch::kBFloat16)) return false;
-  if (w.size(1) % 16 != 0) return false;
-  return rows >= 1 && rows <= skinnyRowLimit(w.scalar_type(), w.size(1));
+  if (!device.is_cpu() || !w.device().is_cpu() || w.dim() != 2 || !w.is_contiguous() || w.size(1) % 16 != 0) return false;
+  if (activations == torch::kBFloat16) {  // skinny_bf16.cpp: pairs of weight rows
+    if (!skinnyBf16Available() || w.scalar_type() != torch::kBFloat16 || w.size(0) % 2 != 0) return false;
+  } else {
+    if (!skinnyAvailable() || activations != torch::kFloat) return false;
+    if (w.scalar_type() != torch::kFloat && w.scalar_type() != torch::kBFloat16) return false;
+  }
+  return rows >= 1 && rows <= skinnyRowLimit(activations, w.scalar_type(), w.size(1));
 }
 
 namespace {
@@ -112,6 +120,9 @@ void forwardKernel(const float* A, const T* W, float* C, int64_t M, int64_t N, i
 // of this thread's columns is first copied (widened) into a small panel P[tile][row][16] that
 // stays in cache, then 16-column tiles of C accumulate rows of G (from Gt = Gᵀ [N, M]) times P.
 constexpr int64_t NC = 128;
+// floats between two tiles' panels: NC · 16 plus one cache line, so that the packing loop's stores
+// (one per tile, for each weight row) do not all fall into the same cache set (8 KiB apart).
+constexpr int64_t PANEL_STRIDE = NC * 16 + 16;
 
 // One MR-row × 16-column tile over the chunk's nlen rows; first chunk stores, later chunks add.
 #define MELBO_NN_ROW(i)                                  \
@@ -175,21 +186,21 @@ template <typename T>
 void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N, int64_t K) {
   const int64_t tiles = K / 16;
   at::parallel_for(0, tiles, 8, [&](int64_t t0, int64_t t1) {
-    std::vector<float> panel(static_cast<size_t>((t1 - t0) * NC * 16));
+    std::vector<float> panel(static_cast<size_t>((t1 - t0) * PANEL_STRIDE));
     float* P = panel.data();
     for (int64_t n0 = 0; n0 < N; n0 += NC) {
       const int64_t nlen = std::min(NC, N - n0);
       for (int64_t n = 0; n < nlen; ++n) {  // pack (and widen) this chunk's rows of our columns
         const T* row = W + (n0 + n) * K;
         for (int64_t t = t0; t < t1; ++t) {
-          float* dst = P + ((t - t0) * NC + n) * 16;
+          float* dst = P + (t - t0) * PANEL_STRIDE + n * 16;
           _mm256_storeu_ps(dst, load8(row + t * 16));
           _mm256_storeu_ps(dst + 8, load8(row + t * 16 + 8));
         }
       }
       const bool first = n0 == 0;
       for (int64_t t = t0; t < t1; ++t) {
-        const float* Pt = P + (t - t0) * NC * 16;
+        const float* Pt = P + (t - t0) * PANEL_STRIDE;
         const int64_t k = t * 16;
         int64_t m = 0;
         for (; m + 6 <= M; m += 6) panelTile6(Gt + n0 * M + m, M, Pt, nlen, C, m, k, K, first);
@@ -206,6 +217,7 @@ void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N,
 }  // namespace
 
 torch::Tensor skinnyForward(const torch::Tensor& xIn, const torch::Tensor& w) {
+  if (xIn.scalar_type() == torch::kBFloat16) return skinnyBf16Forward(xIn, w);
   RECORD_FUNCTION("melbo::skinny_mm", std::vector<c10::IValue>());  // named in profiles
   auto x = xIn.contiguous();  // [M, K]
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
@@ -220,6 +232,7 @@ torch::Tensor skinnyForward(const torch::Tensor& xIn, const torch::Tensor& w) {
 }
 
 torch::Tensor skinnyBackward(const torch::Tensor& gy, const torch::Tensor& w) {
+  if (gy.scalar_type() == torch::kBFloat16) return skinnyBf16Backward(gy, w);
   RECORD_FUNCTION("melbo::skinny_mm_backward", std::vector<c10::IValue>());
   const int64_t M = gy.size(0), N = w.size(0), K = w.size(1);
   TORCH_CHECK(gy.size(1) == N && K % 16 == 0, "skinnyBackward: shapes");

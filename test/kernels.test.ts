@@ -13,6 +13,7 @@ const SHAPE = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, 
 const flags = new Set(kernelCpuFlags());
 const skinnyCpu = process.arch === "x64" && flags.has("avx2") && flags.has("fma");
 const fastBf16 = process.arch !== "x64" || ["avx512bw", "avx512vl", "avx512dq"].every((f) => flags.has(f));
+const bf16Kernels = process.arch === "x64" && ["avx512f", "avx512bw", "avx512_bf16"].every((f) => flags.has(f));
 
 describe("kernel choice", () => {
   it("f32: few rows take the skinny kernels (where the CPU has AVX2+FMA), many rows BLAS; MELBO_SKINNY_ROWS moves the limit", async () => {
@@ -39,17 +40,20 @@ describe("kernel choice", () => {
     }
   });
 
-  it("bf16 weights compute in bf16 (oneDNN) only where the CPU multiplies bf16 fast, else in f32", async () => {
+  it("bf16 weights compute in bf16 (oneDNN; few rows: AVX-512 BF16 kernels) only where the CPU multiplies bf16 fast, else in f32", async () => {
     const model = await loadModel(await testModel({ ...SHAPE, dtype: "BF16" }), { dtype: "bf16" });
     try {
-      const info = model.info([26, 5000]);
+      const info = model.info([26, 64, 65, 5000]);
       assert.equal(info.activations, fastBf16 ? "bf16" : "f32");
       for (const p of info.products) {
-        if (fastBf16) assert.deepEqual(p.paths, ["onednn bf16", "onednn bf16"], p.name);
-        else {
-          assert.match(p.paths[0]!, skinnyCpu ? /^skinny-avx2 \(bf16 weights/ : /^widened/, p.name);
-          assert.equal(p.paths[1], "widened bf16 -> f32, blas f32");
+        if (fastBf16) {
+          const few = bf16Kernels ? "skinny-avx512bf16 (bf16 weights read in place)" : "onednn bf16";
+          assert.deepEqual(p.paths, [few, few, "onednn bf16", "onednn bf16"], p.name);
+          continue;
         }
+        assert.match(p.paths[0]!, skinnyCpu ? /^skinny-avx2 \(bf16 weights/ : /^widened/, p.name);
+        assert.match(p.paths[1]!, skinnyCpu ? /^skinny-avx2 \(bf16 weights/ : /^widened/, p.name);
+        assert.equal(p.paths[3], "widened bf16 -> f32, blas f32");
       }
     } finally {
       model.dispose();

@@ -34,7 +34,7 @@ export interface OrthoOptions {
   projection?: Projection;
   /** Rows 2…B of a block: where they start (default "random"). Row 1 always starts at θ0. */
   blockStart?: BlockStart;
-  /** Norm of the random starts, as a multiple of ‖θ0‖ (default 1). */
+  /** Norm of the random starts, as a multiple of ‖θ0‖ (default DEFAULT_START_NORM, 0.01). */
   startNorm?: number;
   /** How a block's rows are made orthogonal to each other (default "first-then-symmetric"). */
   inBlock?: InBlockOrthogonalisation;
@@ -111,7 +111,7 @@ function settingsOf(model: Model, o: OrthoOptions, tokens: Int32Array): OrthoSet
     eps: o.eps ?? 1e-8,
     projection: o.projection ?? "post",
     blockStart: o.blockStart ?? "random",
-    startNorm: o.startNorm ?? 1,
+    startNorm: o.startNorm ?? DEFAULT_START_NORM,
     inBlock: o.inBlock ?? "first-then-symmetric",
     gradientInBlock: o.gradientInBlock ?? true,
     seed: o.seed ?? 0,
@@ -148,14 +148,21 @@ function validate(model: Model, o: OrthoOptions, s: OrthoSettings): void {
 }
 
 /**
+ * Norm of the random starts of rows 2…B, as a multiple of ‖θ0‖: small, so that a row is a
+ * direction to grow rather than a large random vector to undo (measured in docs/algorithm.md,
+ * "Block mode"; runs saved with the earlier default 1 resume with `startNorm: 1`).
+ */
+export const DEFAULT_START_NORM = 0.01;
+
+/**
  * The block mode melbo had before distinct starts (every row starts at θ0, Gram–Schmidt in index
  * order, no in-block gradient projection): large blocks lose most rows' quality with it
  * (docs/algorithm.md). Kept to compare with and to continue runs saved before.
  */
-export const LEGACY_BLOCK_MODE = { blockStart: "theta0", inBlock: "gram-schmidt", gradientInBlock: false } as const;
+export const LEGACY_BLOCK_MODE = { blockStart: "theta0", inBlock: "gram-schmidt", gradientInBlock: false, startNorm: 1 } as const;
 
 /** Settings of runs saved before block starts and in-block modes existed: what those runs did. */
-const LEGACY_BLOCK_SETTINGS = { ...LEGACY_BLOCK_MODE, startNorm: 1, seed: 0 } as const;
+const LEGACY_BLOCK_SETTINGS = { ...LEGACY_BLOCK_MODE, seed: 0 } as const;
 
 /**
  * Where the rows of the block whose first vector gets index `first` (1-based, θ0 is 0) start:
@@ -183,7 +190,9 @@ function sameSettings(a: OrthoSettings, saved: OrthoSettings): string | null {
   const b: OrthoSettings = { ...LEGACY_BLOCK_SETTINGS, ...saved };
   for (const key of Object.keys(a) as (keyof OrthoSettings)[]) {
     if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
-      const hint = key in LEGACY_BLOCK_SETTINGS && !(key in saved) ? "; the run was saved before block modes: resume it with the legacy block mode (--block-mode legacy)" : "";
+      const hint = key in LEGACY_BLOCK_SETTINGS && !(key in saved)
+        ? "; the run was saved before block modes: resume it with the legacy block mode (--block-mode legacy)"
+        : key === "startNorm" ? `; resume it with --start-norm ${JSON.stringify(b[key])}` : "";
       return `${key} differs (saved ${JSON.stringify(b[key])}, now ${JSON.stringify(a[key])})${hint}`;
     }
   }
