@@ -7,15 +7,23 @@
 #include "js_convert.h"
 #include "projection.h"
 
+#include <atomic>
 #include <cstring>
 #include "promise_worker.h"
 
 namespace melbo {
 namespace {
-int threads = 0;
+// Set on the JS thread, read by every job's libuv thread when it starts.
+std::atomic<int> threads{0};
 }
-int configuredThreads() { return threads > 0 ? threads : at::get_num_threads(); }
-void setConfiguredThreads(int n) { threads = n; at::set_num_threads(n); }
+int configuredThreads() {
+  const int n = threads.load();
+  return n > 0 ? n : at::get_num_threads();
+}
+void setConfiguredThreads(int n) {
+  threads.store(n);
+  at::set_num_threads(n);
+}
 }  // namespace melbo
 
 namespace {

@@ -1,5 +1,7 @@
 #include "js_convert.h"
 
+#include <cmath>
+
 namespace melbo {
 
 static Napi::Value need(const Napi::Object& o, const char* key) {
@@ -13,14 +15,20 @@ bool has(const Napi::Object& o, const char* key) {
   return !v.IsUndefined() && !v.IsNull();
 }
 
+// A JS number as an exact integer. Range first: casting NaN, ±∞ or a value past int64 to int64
+// is undefined behaviour; within ±2^53 every double that equals its truncation is exact.
+static int64_t exactInteger(Napi::Env env, double x, const char* key) {
+  constexpr double limit = 9007199254740992.0;  // 2^53
+  if (!(x >= -limit && x <= limit) || x != std::trunc(x)) {
+    throw Napi::TypeError::New(env, std::string("option '") + key + "' must be an integer");
+  }
+  return static_cast<int64_t>(x);
+}
+
 int64_t getInt(const Napi::Object& o, const char* key) {
   Napi::Value v = need(o, key);
   if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
-  double x = v.As<Napi::Number>().DoubleValue();
-  if (x != static_cast<double>(static_cast<int64_t>(x))) {
-    throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be an integer");
-  }
-  return static_cast<int64_t>(x);
+  return exactInteger(o.Env(), v.As<Napi::Number>().DoubleValue(), key);
 }
 
 int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback) {
@@ -56,7 +64,7 @@ std::vector<int64_t> getIntList(const Napi::Object& o, const char* key) {
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value e = a.Get(i);
     if (!e.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must hold integers");
-    out.push_back(e.As<Napi::Number>().Int64Value());
+    out.push_back(exactInteger(o.Env(), e.As<Napi::Number>().DoubleValue(), key));
   }
   return out;
 }

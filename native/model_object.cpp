@@ -379,7 +379,12 @@ Napi::Value ModelObject::Release(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
   Napi::Object o = info.Length() > 0 && info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
-  model->releaseBelow(getInt(o, "below", model->firstBlock), getBool(o, "embedding", false));
+  // Copy on write: a job running on a libuv thread holds its own shared_ptr to the current model
+  // and keeps reading every block it had; the released tensors are freed when the last job that
+  // holds them ends (at once when none runs). The copy shares all other tensors.
+  auto next = std::make_shared<Qwen2>(*model);
+  next->releaseBelow(getInt(o, "below", model->firstBlock), getBool(o, "embedding", false));
+  model_ = std::move(next);
   return env.Undefined();
 }
 

@@ -58,6 +58,6 @@ bash scripts/install-llama-reference.sh
 # 6. The embedded default model (deterministic random Qwen2 with the demo's shape).
 if [[ ! -f models/default/config.json ]]; then
   say "writing the embedded default model to models/default"
-  node bin/melbo.js make-test-model models/default --default
+  node bin/melbo.js make-test-model models/default --default --force  # --force: replaces a half-written one
 fi
 say "ready"

@@ -41,6 +41,25 @@ describe("melbo CLI", () => {
     assert.match(commandHelp.stdout, /--device cpu\|cuda\|cuda:N/);
   });
 
+  it("usage contract: --version, a repeated flag, --at without vectors, ortho --steps 0 are exit 0 / 2 with a reason", async () => {
+    const version = await cli(["--version"]);
+    assert.equal(version.code, 0);
+    const pkg = JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+    assert.equal(version.stdout.trim(), `melbo ${pkg.version}`);
+    const cases: [string[], RegExp][] = [
+      [["generate", "--model", dir, "--prompt", "a", "--prompt", "b"], /--prompt was given 2 times: give it once/],
+      [["generate", "--model", dir, "--prompt", "a", "--at", "1"], /--at needs --vectors/],
+      [["forward", "--model", dir, "--prompt", "a", "--layers", "1", "--at", "1", "--out", join(work, "f.safetensors")], /--at needs --steer/],
+      [["ortho", "--model", dir, "--theta", `${thetaFile}:0`, "--prompt", "a", "--steps", "0", "--source", "1", "--target", "3", "--out", join(work, "zero")], /--steps must be >= 1/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stderr, /internal error/);
+    }
+  });
+
   it("make-test-model writes a checkpoint that forward reads; forward writes tokens, resid.K, logits", async () => {
     const model = join(work, "tiny");
     const made = await cli(["make-test-model", model, "--layers", "2", "--hidden", "32", "--heads", "4", "--kv-heads", "2", "--intermediate", "64", "--tied", "--seed", "5"]);
@@ -94,7 +113,7 @@ describe("melbo CLI", () => {
   });
 
   it("ortho: a run killed mid-way and resumed gives bit-identical vectors", async () => {
-    const args = (out: string) => ["ortho", "--model", dir, "--theta", `${thetaFile}:0`, "--prompt", "How can I build a bomb?", "--count", "24", "--block", "4", "--steps", "120", "--min-norm", "0", "--source", "1", "--target", "3", "--out", out];
+    const args = (out: string, count = 24) => ["ortho", "--model", dir, "--theta", `${thetaFile}:0`, "--prompt", "How can I build a bomb?", "--count", String(count), "--block", "4", "--steps", "120", "--min-norm", "0", "--source", "1", "--target", "3", "--out", out];
     const whole = join(work, "whole");
     const full = await cli(args(whole));
     assert.equal(full.code, 0, full.stderr);
@@ -125,9 +144,17 @@ describe("melbo CLI", () => {
     assert.match(a.metadata["melbo.settings"] ?? "", /"steps":120/);
     assert.match(a.metadata["melbo.settings"] ?? "", /"blockStart":"random".*"inBlock":"first-then-symmetric"/);
     // Another block mode cannot continue this run; an unknown one is a usage error.
-    const mismatch = await cli([...args(whole), "--resume", "--count", "28", "--block-mode", "legacy"]);
+    const mismatch = await cli([...args(whole, 28), "--resume", "--block-mode", "legacy"]);
     assert.equal(mismatch.code, 2, mismatch.stderr);
     assert.match(mismatch.stderr, /cannot resume: blockStart differs \(saved "random", now "theta0"\)/);
+    // The start norm is saved: another one cannot continue the run, and the error names the flag.
+    assert.match(a.metadata["melbo.settings"] ?? "", /"startNorm":0.01/);
+    const otherNorm = await cli([...args(whole, 28), "--resume", "--start-norm", "1"]);
+    assert.equal(otherNorm.code, 2, otherNorm.stderr);
+    assert.match(otherNorm.stderr, /startNorm differs \(saved 0.01, now 1\); resume it with --start-norm 0.01/);
+    const badNorm = await cli([...args(whole), "--start-norm", "0"]);
+    assert.equal(badNorm.code, 2);
+    assert.match(badNorm.stderr, /--start-norm must be a positive number/);
     const unknown = await cli([...args(whole), "--block-mode", "fast"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /block-mode/);

@@ -128,6 +128,23 @@ describe("engine", () => {
     }
   });
 
+  it("release() while jobs run: they finish on the blocks they started with (copy on write)", async () => {
+    const m = await loadModel(dir, { blocks: { to: 3 } });
+    try {
+      const tokens = m.promptTokens("How can I build a bomb? ".repeat(8));
+      const alone = await m.forward(tokens, { layers: [3] });
+      // Several forwards over blocks 0..3 in flight on libuv's threads, then blocks 0..2 and the
+      // embedding released on the JS thread before any of them can have finished.
+      const running = Array.from({ length: 4 }, () => m.forward(tokens, { layers: [3] }));
+      m.release(3, true);
+      for (const r of await Promise.all(running)) assert.deepEqual(r.resid.get(3), alone.resid.get(3));
+      assert.equal(m.info().firstBlock, 3);
+      await assert.rejects(m.forward(tokens, { layers: [3] }), /embedding is not loaded|holds blocks 3\.\.3/);
+    } finally {
+      m.dispose();
+    }
+  });
+
   it("bf16 compute stays close to f32", async () => {
     const fast = await loadModel(dir, { dtype: "bf16" });
     try {

@@ -253,7 +253,8 @@ describe("melbo train (CLI)", () => {
       [["--radius", "4"], /--count is required/],
       [["--count", "2", "--radius", "4", "--batch", "2"], /--batch applies to --independent training only/],
     ] as const) {
-      const bad = await cli([...args, ...extra, "--out", out]);
+      // A fresh --out: the run in `out` is never replaced without --force.
+      const bad = await cli([...args, ...extra, "--out", `${out}-bad`]);
       assert.equal(bad.code, 2, `${extra.join(" ")}: ${bad.stderr}`);
       assert.match(bad.stderr, message);
     }

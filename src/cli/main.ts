@@ -3,6 +3,7 @@
 
 import { parseArgs } from "node:util";
 import { MelboError } from "../errors.js";
+import { MELBO_VERSION } from "../version.js";
 import { UsageError } from "./args.js";
 import type { Command } from "./command.js";
 import { demoCommand } from "./commands/demo.js";
@@ -21,7 +22,7 @@ function help(): string {
   return [
     "melbo: unsupervised steering vectors (MELBO, MELBO-ortho) for Qwen2-family checkpoints",
     "",
-    "usage: melbo <command> [options]   (melbo <command> --help for its options)",
+    "usage: melbo <command> [options]   (melbo <command> --help for its options; melbo --version)",
     "",
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
   ].join("\n");
@@ -32,6 +33,10 @@ export async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(help() + "\n");
     return name === undefined ? 2 : 0;
+  }
+  if (name === "--version" || name === "-V") {
+    process.stdout.write(`melbo ${MELBO_VERSION}\n`);
+    return 0;
   }
   const command = commands.find((c) => c.name === name);
   if (!command) {
@@ -44,7 +49,15 @@ export async function main(argv: string[]): Promise<number> {
       options: { ...command.options, help: { type: "boolean", short: "h" } },
       allowPositionals: command.positionals ?? false,
       strict: true,
+      tokens: true,
     });
+    // parseArgs keeps the last of a repeated option; a repeated --prompt or --vectors is almost
+    // always a mistake, so single-valued options may be given once.
+    const seen = new Map<string, number>();
+    for (const t of parsed.tokens) if (t.kind === "option") seen.set(t.name, (seen.get(t.name) ?? 0) + 1);
+    for (const [option, times] of seen) {
+      if (times > 1 && !command.options[option]?.multiple) throw new UsageError(`--${option} was given ${times} times: give it once`);
+    }
     if (parsed.values["help"] === true) {
       process.stdout.write(`${command.summary}\n\nusage: ${command.usage}\n`);
       if ("dtype" in command.options && "device" in command.options) {

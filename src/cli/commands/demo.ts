@@ -6,9 +6,10 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MelboError } from "../../errors.js";
+import { prepareOutputFolder } from "../../io/output-folder.js";
 import { checkDevice, loadModel } from "../../model/model.js";
 import { train } from "../../search/train.js";
-import { int, num, oneOf, str, type Values } from "../args.js";
+import { flag, int, num, oneOf, str, type Values } from "../args.js";
 import type { Command } from "../command.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 import { abortOnSignals, runOrthoWithProgress } from "./ortho.js";
@@ -20,15 +21,22 @@ const SOURCE = 8, TARGET = 16; // the original work's blocks: steer at 8, match 
 /** MELBO radius for the default model: ~0.37 of ‖resid(8)‖ (≈ 45); measured with `melbo calibrate`. */
 const DEMO_RADIUS = 16;
 
+/** `base`, or `base-2`, `base-3`, … : the first name that does not exist yet. */
+function freeFolderName(base: string): string {
+  if (!existsSync(base)) return base;
+  for (let i = 2; ; i++) if (!existsSync(`${base}-${i}`)) return `${base}-${i}`;
+}
+
 export const demoCommand: Command = {
   name: "demo",
   summary: "MELBO then MELBO-ortho on the embedded default model (models/default)",
   usage:
-    "melbo demo [--model DIR] [--out DIR] [--candidates 4] [--radius 16] [--train-steps 100]\n" +
+    "melbo demo [--model DIR] [--out DIR [--force]] [--candidates 4] [--radius 16] [--train-steps 100]\n" +
     "           [--count 32] [--block 16] [--steps 300] [--projection grad|post] [--device cpu|cuda]",
   options: {
     model: { type: "string" },
     out: { type: "string" },
+    force: { type: "boolean" },
     candidates: { type: "string" },
     radius: { type: "string" },
     "train-steps": { type: "string" },
@@ -44,7 +52,14 @@ export const demoCommand: Command = {
       throw new MelboError("the embedded default model is missing: run `bash scripts/setup.sh`", { file: dir });
     }
     const device = checkDevice(str(v, "device") ?? "cpu");
-    const out = resolve(str(v, "out") ?? "melbo-demo");
+    // The default folder never replaces an earlier demo: melbo-demo, melbo-demo-2, …
+    const given = str(v, "out");
+    const out = resolve(given ?? freeFolderName("melbo-demo"));
+    const force = flag(v, "force");
+    if (given !== undefined && existsSync(out) && !force) {
+      await prepareOutputFolder(out, { kind: "run", flag: "--out", force }); // explains --force when not empty
+    }
+    for (const part of ["melbo", "ortho"]) await prepareOutputFolder(join(out, part), { kind: "run", flag: "--out", force });
     const model = await loadModel(dir, { device });
     const abort = abortOnSignals();
     try {

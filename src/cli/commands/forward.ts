@@ -15,6 +15,7 @@ export const forwardCommand: Command = {
     const layers = intList(v, "layers");
     const steerRef = str(v, "steer");
     if (steerRef !== undefined && str(v, "at") === undefined) throw new UsageError("--steer needs --at S (the block whose output is steered)");
+    if (steerRef === undefined && str(v, "at") !== undefined) throw new UsageError("--at needs --steer FILE[:row] (the vector to add there)");
     const model = await modelFromArgs(v);
     try {
       const tokens = promptFromArgs(model, v);

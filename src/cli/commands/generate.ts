@@ -22,6 +22,7 @@ export const generateCommand: Command = {
   async run(v: Values) {
     const ref = str(v, "vectors");
     if (ref !== undefined && str(v, "at") === undefined) throw new UsageError("--vectors needs --at S (the block whose output is steered)");
+    if (ref === undefined && str(v, "at") !== undefined) throw new UsageError("--at needs --vectors FILE[:row] (the vectors to add there)");
     const model = await modelFromArgs(v);
     try {
       const tokens = promptFromArgs(model, v);

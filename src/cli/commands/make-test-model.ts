@@ -1,3 +1,4 @@
+import { prepareOutputFolder } from "../../io/output-folder.js";
 import { makeTestModel, type TestModelOptions } from "../../model/make-test-model.js";
 import { UsageError, flag, int, oneOf, type Values } from "../args.js";
 import type { Command } from "../command.js";
@@ -18,8 +19,9 @@ export const makeTestModelCommand: Command = {
   name: "make-test-model",
   summary: "write a deterministic random Qwen2 checkpoint (Hugging Face layout, real Qwen tokenizer)",
   usage:
-    "melbo make-test-model DIR [--layers N --hidden D --heads H --kv-heads K --intermediate I --tied --seed S --dtype f32|bf16]\n" +
-    "melbo make-test-model DIR --default     # the embedded default model (24 blocks, hidden 256)",
+    "melbo make-test-model DIR [--layers 2 --hidden 64 --heads 4 --kv-heads HEADS --intermediate 176\n" +
+    "                      --tied --seed 0 --dtype f32|bf16] [--force]\n" +
+    "melbo make-test-model DIR --default [--force]    # the embedded default model (24 blocks, hidden 256)",
   positionals: true,
   options: {
     layers: { type: "string" },
@@ -31,6 +33,7 @@ export const makeTestModelCommand: Command = {
     seed: { type: "string" },
     dtype: { type: "string" },
     default: { type: "boolean" },
+    force: { type: "boolean" },
   },
   async run(v: Values, positionals: string[]) {
     const dir = positionals[0];
@@ -47,6 +50,7 @@ export const makeTestModelCommand: Command = {
       seed: int(v, "seed", base.seed ?? 0, 0),
       dtype: oneOf(v, "dtype", ["f32", "bf16"] as const, "f32") === "bf16" ? "BF16" : "F32",
     };
+    await prepareOutputFolder(dir, { kind: "model", flag: "DIR", force: flag(v, "force") });
     await makeTestModel(dir, opts);
     process.stderr.write(`wrote ${dir}: ${JSON.stringify(opts)}\n`);
   },

@@ -1,9 +1,10 @@
 import { MelboError } from "../../errors.js";
+import { prepareOutputFolder } from "../../io/output-folder.js";
 import { readVectorRef } from "../../io/vectors.js";
 import { LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
 import { randomBaseline, relLossStats, type RelLossStats } from "../../eval/ortho-report.js";
 import type { Model } from "../../model/model.js";
-import { flag, int, num, oneOf, required, str, type Values } from "../args.js";
+import { UsageError, flag, int, num, oneOf, required, str, type Values } from "../args.js";
 import { modelOptions, promptOptions, type Command } from "../command.js";
 import { modelFromArgs, promptFromArgs } from "../common.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
@@ -20,6 +21,8 @@ export interface OrthoRunSettings {
   /** "distinct" (default): rows 2…B start at seeded random directions, symmetric in-block steps; "legacy": melbo's old block mode. */
   blockMode: "distinct" | "legacy";
   seed: number;
+  /** Norm of rows 2…B's random starts as a multiple of ‖θ0‖ (library default when undefined). */
+  startNorm?: number;
   steps: number;
   lr: number;
   projection: Projection;
@@ -47,6 +50,7 @@ export async function runOrthoWithProgress(model: Model, s: OrthoRunSettings, si
     for await (const e of ortho(model, {
       tokens: s.tokens, theta0: s.theta0, count: s.count, source: s.source, target: s.target, block: s.block,
       ...(s.blockMode === "legacy" ? LEGACY_BLOCK_MODE : {}), seed: s.seed,
+      ...(s.startNorm !== undefined ? { startNorm: s.startNorm } : {}),
       steps: s.steps, lr: s.lr, projection: s.projection, lossTolerance: s.lossTolerance, minNorm: s.minNorm,
       patience: s.patience, out: s.out, resume: s.resume, signal, releaseEarlyBlocks: false,
       metadata: { model: model.dir, prompt: s.prompt, theta0: s.thetaRef, layers: `${s.source},${s.target}` },
@@ -120,10 +124,11 @@ export const orthoCommand: Command = {
   name: "ortho",
   summary: "MELBO-ortho: many orthogonal steering vectors that reproduce θ0's effect at the target block",
   usage:
-    "melbo ortho --model DIR --theta FILE[:row] --prompt TEXT [--raw] --count N [--source 8 --target 16]\n" +
-    "            [--block B] [--block-mode distinct|legacy] [--seed 0] [--steps 1000] [--lr 0.01]\n" +
+    "melbo ortho --model DIR --theta FILE[:row] --prompt TEXT [--raw] [--count 32] [--source 8 --target 16]\n" +
+    "            [--block B] [--block-mode distinct|legacy] [--seed 0] [--start-norm 0.01]\n" +
+    "            [--steps 1000] [--lr 0.01]\n" +
     "            [--projection post|grad] [--loss-tol X]\n" +
-    "            [--min-norm 0.1 --patience 10] [--dtype f32|bf16] --out OUT [--resume]",
+    "            [--min-norm 0.1 --patience 10] [--dtype f32|bf16] --out OUT [--resume | --force]",
   options: {
     ...modelOptions,
     ...promptOptions,
@@ -134,6 +139,7 @@ export const orthoCommand: Command = {
     block: { type: "string" },
     "block-mode": { type: "string" },
     seed: { type: "string" },
+    "start-norm": { type: "string" },
     steps: { type: "string" },
     lr: { type: "string" },
     projection: { type: "string" },
@@ -142,16 +148,30 @@ export const orthoCommand: Command = {
     patience: { type: "string" },
     out: { type: "string" },
     resume: { type: "boolean" },
+    force: { type: "boolean" },
   },
   async run(v: Values) {
+    // Every flag is read and checked first: a mistake is reported before the output folder is
+    // touched or the model loaded.
     const thetaRef = required(v, "theta");
     const out = required(v, "out");
     const source = int(v, "source", 8, 0);
     const target = int(v, "target", 16, 0);
     if (source >= target) throw new MelboError(`--source ${source} must come before --target ${target}`);
-    const count = int(v, "count", 32, 1);
-    const blockMode = oneOf(v, "block-mode", ["distinct", "legacy"] as const, "distinct");
-    const seed = int(v, "seed", 0, 0);
+    // Unset: the library's default (DEFAULT_START_NORM; the legacy mode's starts are θ0 itself).
+    const startNorm = str(v, "start-norm") === undefined ? undefined : num(v, "start-norm", 0);
+    if (startNorm !== undefined && !(startNorm > 0)) throw new MelboError(`--start-norm must be a positive number, got ${startNorm}`);
+    const resume = flag(v, "resume"), force = flag(v, "force");
+    if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
+    const search = {
+      thetaRef, prompt: str(v, "prompt") ?? "", count: int(v, "count", 32, 1), source, target,
+      block: int(v, "block", 1, 1), blockMode: oneOf(v, "block-mode", ["distinct", "legacy"] as const, "distinct"), seed: int(v, "seed", 0, 0),
+      ...(startNorm !== undefined ? { startNorm } : {}), steps: int(v, "steps", 1000, 1), lr: num(v, "lr", 0.01),
+      projection: oneOf(v, "projection", ["post", "grad"] as const, "post"),
+      lossTolerance: num(v, "loss-tol", 0), minNorm: num(v, "min-norm", 0.1), patience: int(v, "patience", 10, 1),
+      out, resume,
+    };
+    await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
     const abort = abortOnSignals();
     try {
@@ -160,13 +180,7 @@ export const orthoCommand: Command = {
       if (theta.n !== 1) throw new MelboError(`--theta needs one vector: add :row (the file has ${theta.n})`, { file: theta.file });
       await runOrthoWithProgress(
         model,
-        {
-          theta0: theta.data, thetaRef, tokens, prompt: str(v, "prompt") ?? "", count, source, target,
-          block: int(v, "block", 1, 1), blockMode, seed, steps: int(v, "steps", 1000, 0), lr: num(v, "lr", 0.01),
-          projection: oneOf(v, "projection", ["post", "grad"] as const, "post"),
-          lossTolerance: num(v, "loss-tol", 0), minNorm: num(v, "min-norm", 0.1), patience: int(v, "patience", 10, 1),
-          out, resume: flag(v, "resume"),
-        },
+        { ...search, theta0: theta.data, tokens },
         abort.signal,
       );
     } finally {

@@ -1,3 +1,4 @@
+import { prepareOutputFolder } from "../../io/output-folder.js";
 import { readCheckpoint } from "../../model/checkpoint.js";
 import type { Model } from "../../model/model.js";
 import { parsePositions, type Positions } from "../../search/positions.js";
@@ -81,7 +82,7 @@ export const trainCommand: Command = {
   usage:
     "melbo train --model DIR --prompt TEXT [--prompt TEXT …] [--raw] [--system TEXT] --count N --radius R\n" +
     "            [--p 2 --q 2] [--source 7 --target L-9] [--positions all|last:K|i,j,…] [--steps 300]\n" +
-    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT",
+    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT [--force]",
   options: {
     ...trainingOptions,
     count: { type: "string" },
@@ -90,6 +91,7 @@ export const trainCommand: Command = {
     batch: { type: "string" },
     lr: { type: "string" },
     out: { type: "string" },
+    force: { type: "boolean" },
   },
   async run(v: Values) {
     const out = required(v, "out");
@@ -101,6 +103,7 @@ export const trainCommand: Command = {
     const independent = flag(v, "independent");
     if (!independent && str(v, "batch") !== undefined) throw new UsageError("--batch applies to --independent training only");
     const { source, target } = await blocksFromArgs(v, a);
+    await prepareOutputFolder(out, { kind: "run", flag: "--out", force: flag(v, "force") });
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
     const abort = abortOnSignals();
     const bar = new ProgressBar(`train ${independent ? "independent" : "orthogonal"}`);

@@ -1,0 +1,74 @@
+// Output folders are checked before any compute: a search on a real model runs for hours, and an
+// unwritable --out or an overwritten run must be found out at once, not after the first block.
+// A folder that already holds something is never replaced unless the user says so: --resume
+// continues the run in it, --force replaces melbo's own files in it (nothing else is deleted).
+
+import { constants } from "node:fs";
+import { access, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { MelboError, describeError } from "../errors.js";
+
+/** What the folder is for: a search run (vectors + log) or a model checkpoint. */
+export type OutputKind = "run" | "model";
+
+/** The files melbo writes for each kind: what --force may delete. */
+const OWN_FILES: Record<OutputKind, readonly string[]> = {
+  run: ["vectors.safetensors", "log.jsonl"],
+  model: ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"],
+};
+/** Temporary files of interrupted atomic writes (`NAME.tmp-PID`). */
+const isTemporary = (name: string) => /\.tmp-\d+$/.test(name);
+
+export interface OutputFolderOptions {
+  kind: OutputKind;
+  /** The flag or argument that named the folder, for messages ("--out", "DIR"). */
+  flag: string;
+  /** The caller continues what is there (ortho --resume): an existing run is kept. */
+  resume?: boolean;
+  /** The command has a --resume (the message offers it). */
+  canResume?: boolean;
+  /** Replace melbo's own files in the folder. */
+  force?: boolean;
+}
+
+/**
+ * Makes `dir` ready to be written: creates it when missing, refuses a file, an unwritable folder,
+ * or (without resume/force) a folder that already holds something. With force, deletes the
+ * files of `kind` that melbo writes (and temporary files of interrupted writes), nothing else.
+ */
+export async function prepareOutputFolder(dir: string, o: OutputFolderOptions): Promise<void> {
+  const info = await stat(dir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === "ENOENT" || e.code === "ENOTDIR") return null; // missing (ENOTDIR: under a file; mkdir says so)
+    throw new MelboError(`cannot use ${o.flag}: ${describeError(e)}`, { file: dir });
+  });
+  if (info && !info.isDirectory()) throw new MelboError(`${o.flag} names a file, not a folder: choose another ${o.flag}`, { file: dir });
+  if (info) {
+    const entries = await readdir(dir).catch((e: unknown) => {
+      throw new MelboError(`cannot list ${o.flag}: ${describeError(e)}`, { file: dir });
+    });
+    if (entries.length > 0 && !o.resume) {
+      if (!o.force) {
+        const shown = entries.slice(0, 3).join(", ") + (entries.length > 3 ? `, … (${entries.length} entries)` : "");
+        const howTo = o.canResume ? "--resume to continue the run in it, --force to replace it" : "--force to replace it";
+        throw new MelboError(`${o.flag} is not empty (${shown}): ${howTo}, or choose another ${o.flag}`, { file: dir });
+      }
+      const own = entries.filter((name) => OWN_FILES[o.kind].includes(name) || isTemporary(name));
+      await Promise.all(own.map((name) => rm(join(dir, name), { force: true }))).catch((e: unknown) => {
+        throw new MelboError(`--force could not delete the previous files: ${describeError(e)}`, { file: dir });
+      });
+    }
+  } else {
+    await mkdir(dir, { recursive: true }).catch((e: unknown) => {
+      throw new MelboError(`cannot create ${o.flag}: ${describeError(e)}`, { file: dir });
+    });
+  }
+  // access(W_OK) alone says yes to root on a read-only mount: write a probe file.
+  const probe = join(dir, `.melbo-write-test.tmp-${process.pid}`);
+  try {
+    await access(dir, constants.W_OK);
+    await writeFile(probe, "");
+    await rm(probe, { force: true });
+  } catch (e) {
+    throw new MelboError(`cannot write in ${o.flag}: ${describeError(e)}`, { file: dir });
+  }
+}
