@@ -52,7 +52,7 @@ describe("output folders", () => {
   it("--force deletes melbo's own files and interrupted temporaries, nothing else", async () => {
     const run = join(work, "forced");
     await mkdir(run);
-    for (const name of ["vectors.safetensors", "log.jsonl", "log.jsonl.tmp-123", "notes.txt", "config.json"]) await writeFile(join(run, name), "x");
+    for (const name of ["vectors.safetensors", "log.jsonl", "log.jsonl.tmp-123-4", "notes.txt", "config.json"]) await writeFile(join(run, name), "x");
     await prepareOutputFolder(run, { kind: "run", flag: "--out", force: true });
     assert.deepEqual((await readdir(run)).sort(), ["config.json", "notes.txt"]);
     await prepareOutputFolder(run, { kind: "model", flag: "DIR", force: true });

@@ -16,8 +16,8 @@ const OWN_FILES: Record<OutputKind, readonly string[]> = {
   run: ["vectors.safetensors", "log.jsonl"],
   model: ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"],
 };
-/** Temporary files of interrupted atomic writes (`NAME.tmp-PID`). */
-const isTemporary = (name: string) => /\.tmp-\d+$/.test(name);
+/** Temporary files of interrupted atomic writes (`NAME.tmp-PID-N`, io/atomic.ts). */
+const isTemporary = (name: string) => /\.tmp-\d+(-\d+)?$/.test(name);
 
 export interface OutputFolderOptions {
   kind: OutputKind;

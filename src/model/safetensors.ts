@@ -4,8 +4,9 @@
 
 import { open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { MelboError, describeError } from "../errors.js";
+import { syncFolder, temporaryName } from "../io/atomic.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../util/half.js";
 import type { SafetensorsDtype, TensorEntry, WeightDtype } from "./types.js";
 
@@ -278,10 +279,8 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Pr
   }
 }
 
-let tmpCounter = 0;
-
 /**
- * Writes a .safetensors file atomically (temporary file, then rename), readable by the Python
+ * Writes a .safetensors file atomically and durably (temporary file, fsync, rename, fsync of the folder), readable by the Python
  * `safetensors` package: header padded with spaces to a multiple of 8, tensors packed without
  * gaps in order of decreasing element size, so every tensor starts aligned to its element size.
  */
@@ -326,7 +325,7 @@ export async function writeSafetensors(
   new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
   const dataOffset = 8 + headerBytes.length;
 
-  const tmp = `${file}.tmp-${process.pid}-${tmpCounter++}`;
+  const tmp = temporaryName(file);
   let fh: FileHandle;
   try {
     fh = await open(tmp, "w");
@@ -340,6 +339,7 @@ export async function writeSafetensors(
       const data = typeof t.data === "function" ? t.data() : t.data;
       await writeAll(fh, tensorBytes(t, data, numel, file), dataOffset + begin);
     }
+    await fh.sync(); // on disk before the rename makes it the file
     await fh.close();
     await rename(tmp, file);
   } catch (e) {
@@ -348,4 +348,5 @@ export async function writeSafetensors(
     if (e instanceof MelboError) throw e;
     throw new MelboError(`cannot write: ${describeError(e)}`, { file, cause: e });
   }
+  await syncFolder(dirname(file));
 }

@@ -4,9 +4,10 @@
 // point: on resume, log lines past its rows are dropped.
 
 import { existsSync } from "node:fs";
-import { readFile, rename, writeFile, mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
+import { writeTextAtomic } from "../io/atomic.js";
 import { readVectors, writeVectors } from "../io/vectors.js";
 import { MELBO_VERSION } from "../version.js";
 
@@ -42,15 +43,9 @@ export interface RunSnapshot<S> {
 export const VECTORS_FILE = "vectors.safetensors";
 export const LOG_FILE = "log.jsonl";
 
-async function writeAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-}
-
 export async function writeRun<S>(dir: string, algorithm: string, snap: RunSnapshot<S>, extraMetadata: Record<string, string> = {}): Promise<void> {
   await mkdir(dir, { recursive: true });
-  await writeAtomic(join(dir, LOG_FILE), snap.log.map((l) => JSON.stringify(l)).join("\n") + (snap.log.length ? "\n" : ""));
+  await writeTextAtomic(join(dir, LOG_FILE), snap.log.map((l) => JSON.stringify(l)).join("\n") + (snap.log.length ? "\n" : ""));
   const n = snap.vectors.length / snap.d;
   await writeVectors(join(dir, VECTORS_FILE), snap.vectors, n, snap.d, {
     ...extraMetadata,

@@ -4,8 +4,9 @@
 // melbo.state counts rows, not vectors after θ0. The metadata says "melbo.algorithm": "melbo";
 // any row can seed MELBO-ortho as `melbo ortho --theta OUT/vectors.safetensors:ROW`.
 
-import { mkdir, rename, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { writeTextAtomic } from "../io/atomic.js";
 import { writeVectors } from "../io/vectors.js";
 import { MELBO_VERSION } from "../version.js";
 import { LOG_FILE, VECTORS_FILE } from "./run-files.js";
@@ -41,10 +42,7 @@ export async function writeTrainRun(
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
   // The log first and the vectors last, as in run-files.ts: the vectors file is the commit point.
-  const logPath = join(dir, LOG_FILE);
-  const tmp = `${logPath}.tmp-${process.pid}`;
-  await writeFile(tmp, snap.log.map((l) => JSON.stringify(l) + "\n").join(""));
-  await rename(tmp, logPath);
+  await writeTextAtomic(join(dir, LOG_FILE), snap.log.map((l) => JSON.stringify(l) + "\n").join(""));
   await writeVectors(join(dir, VECTORS_FILE), snap.vectors, snap.vectors.length / snap.d, snap.d, {
     ...extraMetadata,
     "melbo.algorithm": TRAIN_ALGORITHM,
