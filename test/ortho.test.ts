@@ -4,9 +4,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { loadModel, MelboError, type Model } from "../src/index.js";
-import { OrthonormalBasis, maxAbsCosine, norm } from "../src/search/basis.js";
+import { OrthonormalBasis, norm } from "../src/search/basis.js";
 import { LEGACY_BLOCK_MODE, ortho, orthoInputs, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
 import { Rng } from "../src/util/rng.js";
+import { bruteMaxAbsCos } from "./helpers/compare.js";
 import { tempDir } from "./helpers/errors.js";
 import { testModel } from "./helpers/models.js";
 
@@ -116,7 +117,7 @@ describe("MELBO-ortho", () => {
     const n = result.done.vectors.length / model.hidden;
     assert.equal(n, result.done.found + 1);
     assert.ok(result.done.maxAbsCos <= 1e-6, `max |cos| ${result.done.maxAbsCos}`);
-    assert.equal(maxAbsCosine(result.done.vectors, n, model.hidden), result.done.maxAbsCos);
+    assert.ok(Math.abs(bruteMaxAbsCos(result.done.vectors, n, model.hidden) - result.done.maxAbsCos) < 1e-9, "the |cos| audit");
     const last = result.done.log.slice(-3).map((l) => l.norm);
     assert.ok(last.every((x) => x < 0.1), `last norms ${last}`);
   });
@@ -125,7 +126,14 @@ describe("MELBO-ortho", () => {
     const result = await run(model, { ...base(), count: 200, block: 16, steps: 20, minNorm: 0 });
     assert.ok(["dimension", "vanished"].includes(result.done.reason), result.done.reason);
     const dropped = result.events.filter((e) => e.type === "dropped").length;
-    assert.equal(result.done.found + dropped, result.done.log.length + dropped);
+    assert.equal(result.done.dropped, dropped, "dropped rows: the summary against the events");
+    assert.equal(result.done.log.length, result.done.found, "one log line per vector found");
+    assert.equal(result.done.vectors.length / model.hidden, result.done.found + 1, "θ0 and every vector found");
+    const found = result.events.filter((e) => e.type === "vector").length;
+    assert.equal(found, result.done.found, "one vector event per vector found");
+    // "dimension": the basis spans every direction; "vanished": a whole block was dropped.
+    if (result.done.reason === "dimension") assert.equal(result.done.found + 1, model.hidden);
+    else assert.ok(dropped >= 1);
     assert.ok(result.done.maxAbsCos <= 1e-6, `max |cos| ${result.done.maxAbsCos} over ${result.done.found + 1} vectors`);
   });
 

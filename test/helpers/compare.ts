@@ -27,3 +27,25 @@ export function withEnv<T>(name: string, value: string | undefined, run: () => P
     else process.env[name] = before;
   });
 }
+
+/**
+ * The largest |cos| between distinct non-zero rows of `data` [n, d], written out here on purpose
+ * (not src/search/basis.ts's maxAbsCosine), so that tests check the library's audit against an
+ * independent computation.
+ */
+export function bruteMaxAbsCos(data: Float32Array, n: number, d: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      let ij = 0, ii = 0, jj = 0;
+      for (let k = 0; k < d; k++) {
+        const a = data[i * d + k]!, b = data[j * d + k]!;
+        ij += a * b;
+        ii += a * a;
+        jj += b * b;
+      }
+      if (ii > 0 && jj > 0) worst = Math.max(worst, Math.abs(ij) / Math.sqrt(ii * jj));
+    }
+  }
+  return worst;
+}
