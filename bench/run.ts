@@ -26,6 +26,7 @@ import { checkDevice, loadModel, type Model } from "../src/model/model.js";
 import { writeSafetensors } from "../src/model/safetensors.js";
 import { getThreads, native, type NativeModelInfo } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
+import { kernelSupport } from "../src/util/cpu.js";
 import { Rng } from "../src/util/rng.js";
 import { runQuality, type QualityResults } from "./quality.js";
 import {
@@ -131,8 +132,7 @@ const faithfulPerStep = perVectorStep + sliceFlops(SHAPE, PROMPT_TOKENS.length, 
 function bf16Activations(flags: string[]): "bf16" | "f32" {
   const env = process.env["MELBO_BF16_MATMUL"];
   if (env === "bf16" || env === "f32") return env;
-  if (process.arch !== "x64" && process.arch !== "ia32") return "bf16";
-  return ["avx512bw", "avx512vl", "avx512dq"].every((f) => flags.includes(f)) ? "bf16" : "f32";
+  return kernelSupport(flags).fastBf16 ? "bf16" : "f32";
 }
 
 function theta0For(d: number, seed: number): Float32Array {
@@ -302,7 +302,7 @@ async function main(): Promise<void> {
   results.device = DEVICE;
   const acts = DEVICE === "cpu" ? bf16Activations(results.machine.cpuFlags) : "bf16"; // GPUs multiply bf16 natively
   // Few-row bf16 products take melbo's AVX-512 BF16 kernels (native/skinny_bf16.cpp) where the CPU has them.
-  const bf16Kernels = DEVICE === "cpu" && ["avx512f", "avx512bw", "avx512_bf16"].every((f) => results.machine?.cpuFlags.includes(f));
+  const bf16Kernels = DEVICE === "cpu" && kernelSupport(results.machine.cpuFlags).bf16Kernels;
 
   if (!SKIP.has("limits")) {
     log("matrix-product limits (python3-torch: the same libtorch and BLAS as the addon)");

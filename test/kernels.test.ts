@@ -4,16 +4,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { loadModel } from "../src/index.js";
-import { kernelCpuFlags } from "../src/util/cpu.js";
+import { kernelSupport } from "../src/util/cpu.js";
 import { cli } from "./helpers/cli.js";
 import { withEnv } from "./helpers/compare.js";
 import { testModel } from "./helpers/models.js";
 
 const SHAPE = { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 5 };
-const flags = new Set(kernelCpuFlags());
-const skinnyCpu = process.arch === "x64" && flags.has("avx2") && flags.has("fma");
-const fastBf16 = process.arch !== "x64" || ["avx512bw", "avx512vl", "avx512dq"].every((f) => flags.has(f));
-const bf16Kernels = process.arch === "x64" && ["avx512f", "avx512bw", "avx512_bf16"].every((f) => flags.has(f));
+const { skinny: skinnyCpu, fastBf16, bf16Kernels } = kernelSupport();
 
 describe("kernel choice", () => {
   it("f32: few rows take the skinny kernels (where the CPU has AVX2+FMA), many rows BLAS; MELBO_SKINNY_ROWS moves the limit", async () => {

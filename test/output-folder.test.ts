@@ -95,6 +95,27 @@ describe("output folders", () => {
       assert.doesNotMatch(early.stderr, /at .*\.js:\d+/, "no stack trace");
     });
 
+    it("demo: the default folder is never reused (melbo-demo, melbo-demo-2); a non-empty --out needs --force, which keeps other files", async () => {
+      const tiny = ["--count", "2", "--block", "2", "--steps", "2", "--train-steps", "2", "--candidates", "1"];
+      const cwd = join(work, "demo-cwd");
+      await mkdir(cwd);
+      for (const expected of ["melbo-demo", "melbo-demo-2"]) {
+        const r = await cli(["demo", ...tiny], { cwd });
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(existsSync(join(cwd, expected, "ortho", "vectors.safetensors")), expected);
+      }
+      const out = join(work, "demo-out");
+      await mkdir(out);
+      await writeFile(join(out, "keep.txt"), "mine");
+      const refused = await cli(["demo", "--out", out, ...tiny]);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /--out is not empty \(keep.txt\): --force to replace it/);
+      const forced = await cli(["demo", "--out", out, "--force", ...tiny]);
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.equal(await readFile(join(out, "keep.txt"), "utf8"), "mine");
+      assert.ok(existsSync(join(out, "melbo", "vectors.safetensors")));
+    });
+
     it("make-test-model and train refuse a folder that holds something unless --force", async () => {
       const dir = join(work, "made");
       assert.equal((await cli(["make-test-model", dir, "--layers", "2"])).code, 0);

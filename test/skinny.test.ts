@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { loadModel, type Model } from "../src/index.js";
-import { kernelCpuFlags } from "../src/util/cpu.js";
+import { kernelSupport } from "../src/util/cpu.js";
 import { Rng } from "../src/util/rng.js";
 import { maxRelDiff, withEnv } from "./helpers/compare.js";
 import { testModel } from "./helpers/models.js";
@@ -17,8 +17,7 @@ import { testModel } from "./helpers/models.js";
 // 26 tokens is 26 rows, three vectors are 78.
 const SHAPE = { layers: 3, hidden: 64, heads: 4, kvHeads: 2, intermediate: 176, seed: 17 };
 const SEQ = 26;
-const flags = new Set(kernelCpuFlags());
-const bf16Kernels = process.arch === "x64" && ["avx512f", "avx512bw", "avx512_bf16"].every((f) => flags.has(f));
+const { bf16Kernels } = kernelSupport();
 
 async function lossGrad(model: Model, thetas: Float32Array) {
   const d = model.hidden;

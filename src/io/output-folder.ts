@@ -3,8 +3,7 @@
 // A folder that already holds something is never replaced unless the user says so: --resume
 // continues the run in it, --force replaces melbo's own files in it (nothing else is deleted).
 
-import { constants } from "node:fs";
-import { access, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MelboError, describeError } from "../errors.js";
 
@@ -62,10 +61,9 @@ export async function prepareOutputFolder(dir: string, o: OutputFolderOptions): 
       throw new MelboError(`cannot create ${o.flag}: ${describeError(e)}`, { file: dir });
     });
   }
-  // access(W_OK) alone says yes to root on a read-only mount: write a probe file.
+  // A probe file, not access(W_OK): that says yes to root on a read-only mount.
   const probe = join(dir, `.melbo-write-test.tmp-${process.pid}`);
   try {
-    await access(dir, constants.W_OK);
     await writeFile(probe, "");
     await rm(probe, { force: true });
   } catch (e) {

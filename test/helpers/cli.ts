@@ -12,8 +12,8 @@ export interface CliResult {
   stderr: string;
 }
 
-export function startCli(args: string[]): { child: ChildProcess; result: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MELBO_THREADS: "2" } });
+export function startCli(args: string[], options: { cwd?: string } = {}): { child: ChildProcess; result: Promise<CliResult> } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MELBO_THREADS: "2" }, ...options });
   let stdout = "", stderr = "";
   child.stdout!.on("data", (b: Buffer) => (stdout += b.toString()));
   child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
@@ -21,6 +21,6 @@ export function startCli(args: string[]): { child: ChildProcess; result: Promise
   return { child, result };
 }
 
-export function cli(args: string[]): Promise<CliResult> {
-  return startCli(args).result;
+export function cli(args: string[], options: { cwd?: string } = {}): Promise<CliResult> {
+  return startCli(args, options).result;
 }

@@ -53,13 +53,10 @@ export const demoCommand: Command = {
     }
     const device = checkDevice(str(v, "device") ?? "cpu");
     // The default folder never replaces an earlier demo: melbo-demo, melbo-demo-2, …
-    const given = str(v, "out");
-    const out = resolve(given ?? freeFolderName("melbo-demo"));
+    const out = resolve(str(v, "out") ?? freeFolderName("melbo-demo"));
     const force = flag(v, "force");
-    if (given !== undefined && existsSync(out) && !force) {
-      await prepareOutputFolder(out, { kind: "run", flag: "--out", force }); // explains --force when not empty
-    }
-    for (const part of ["melbo", "ortho"]) await prepareOutputFolder(join(out, part), { kind: "run", flag: "--out", force });
+    // The folder itself (a non-empty one needs --force), then its two runs.
+    for (const dir of [out, join(out, "melbo"), join(out, "ortho")]) await prepareOutputFolder(dir, { kind: "run", flag: "--out", force });
     const model = await loadModel(dir, { device });
     const abort = abortOnSignals();
     try {
