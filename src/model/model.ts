@@ -4,6 +4,7 @@
 import { MelboError } from "../errors.js";
 import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeModel } from "../native.js";
 import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
+import { modelFingerprint, type ModelFingerprint } from "./fingerprint.js";
 import { loadTokenizer, type PromptOptions, type TextCodec } from "./tokenizer.js";
 import type { Checkpoint, Qwen2Config } from "./types.js";
 
@@ -429,6 +430,12 @@ export class Model {
         onProgress,
       ),
     );
+  }
+
+  /** What identifies this model for a saved run: its config and a fingerprint of the embedding and blocks 0..lastBlock (model/fingerprint.ts). */
+  fingerprint(lastBlock: number): Promise<ModelFingerprint> {
+    this.checkBlock(lastBlock, "block");
+    return modelFingerprint(this.checkpoint, lastBlock);
   }
 
   /** Frees blocks below `below` (and the embedding) once a job no longer needs them. */

@@ -7,7 +7,8 @@ import type { Model } from "../model/model.js";
 import type { InBlockOrthogonalisation } from "../native.js";
 import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm, row } from "./basis.js";
-import { readRun, writeRun, type RunState, type VectorLogLine } from "./run-files.js";
+import { readOrthoRun, writeOrthoRun, type RunState, type VectorLogLine } from "./ortho-files.js";
+import { checkSameModel, promptDifference } from "./resume-check.js";
 
 export type Projection = "post" | "grad";
 /** Where rows 2…B of a block start: at θ0 (like row 1), or at seeded random directions in the complement of the basis. */
@@ -186,9 +187,11 @@ export function blockStarts(theta0: Float32Array, basis: OrthonormalBasis, rows:
   return starts;
 }
 
+/** Null when the settings agree, else the first difference in words. The tokens are compared by resume-check.ts (as text). */
 function sameSettings(a: OrthoSettings, saved: OrthoSettings): string | null {
   const b: OrthoSettings = { ...LEGACY_BLOCK_SETTINGS, ...saved };
   for (const key of Object.keys(a) as (keyof OrthoSettings)[]) {
+    if (key === "tokens") continue;
     if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
       const hint = key in LEGACY_BLOCK_SETTINGS && !(key in saved)
         ? "; the run was saved before block modes: resume it with the legacy block mode (--block-mode legacy)"
@@ -197,6 +200,18 @@ function sameSettings(a: OrthoSettings, saved: OrthoSettings): string | null {
     }
   }
   return null;
+}
+
+/** Null when θ0 is the saved row 0 bit for bit, else how it differs. */
+function thetaDifference(saved: Float32Array, now: Float32Array): string | null {
+  let differ = 0, largest = 0, at = 0;
+  for (let i = 0; i < saved.length; i++) {
+    const diff = Math.abs(saved[i]! - now[i]!);
+    if (saved[i] !== now[i]) differ++;
+    if (diff > largest) [largest, at] = [diff, i];
+  }
+  if (differ === 0) return null;
+  return `θ0 differs from the saved run's row 0 in ${differ} of ${saved.length} values (the largest difference, ${largest.toExponential(1)}, at index ${at})`;
 }
 
 function meanOverPositions(resid: Float32Array, seq: number, d: number): Float64Array {
@@ -236,19 +251,23 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
   validate(model, options, settings);
   const d = model.hidden;
   const { x, z0, denominator } = await orthoInputs(model, tokens, options.theta0, settings.source, settings.target);
+  const fingerprint = await model.fingerprint(settings.target);
 
   let vectors: Float32Array[] = [Float32Array.from(options.theta0)];
   let log: VectorLogLine[] = [];
   let state: RunState = { found: 0, dropped: 0, consecutiveSmall: 0, stopReason: null };
   if (options.resume) {
     if (options.out === undefined) throw new MelboError("resume needs an output directory");
-    const saved = await readRun<OrthoSettings>(options.out, "melbo-ortho");
+    const saved = await readOrthoRun<OrthoSettings>(options.out);
     if (saved) {
+      if (saved.d !== d) throw new MelboError(`cannot resume: the saved vectors have d = ${saved.d}, this model ${d}`, { file: options.out });
+      checkSameModel(saved.model, fingerprint, options.out);
+      const prompt = promptDifference(model, saved.settings.tokens ?? [], settings.tokens);
+      if (prompt) throw new MelboError(`cannot resume: ${prompt}`, { file: options.out });
       const diff = sameSettings(settings, saved.settings);
       if (diff) throw new MelboError(`cannot resume: ${diff}`, { file: options.out });
-      if (saved.d !== d) throw new MelboError(`cannot resume: saved vectors have d = ${saved.d}, the model ${d}`, { file: options.out });
-      const savedTheta0 = row(saved.vectors, 0, d);
-      if (savedTheta0.some((v, i) => v !== options.theta0[i])) throw new MelboError("cannot resume: the saved run has another θ0", { file: options.out });
+      const theta = thetaDifference(row(saved.vectors, 0, d), options.theta0);
+      if (theta) throw new MelboError(`cannot resume: ${theta}`, { file: options.out });
       vectors = [];
       for (let r = 0; r < saved.vectors.length / d; r++) vectors.push(Float32Array.from(row(saved.vectors, r, d)));
       log = saved.log;
@@ -269,7 +288,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     return out;
   };
   const save = async () => {
-    if (options.out !== undefined) await writeRun(options.out, "melbo-ortho", { settings, state, vectors: flat(), d, log }, options.metadata);
+    if (options.out !== undefined) await writeOrthoRun(options.out, { settings, state, vectors: flat(), d, log, model: fingerprint }, options.metadata);
   };
 
   let stop: StopReason | null = null;

@@ -1,88 +1,149 @@
-// The files of a search run in OUT/: vectors.safetensors (tensor `vectors` [n, d], row 0 = θ0,
-// metadata: settings and progress state) and log.jsonl (one line per vector). Both are
-// replaced atomically after every block; vectors.safetensors is written last and is the commit
-// point: on resume, log lines past its rows are dropped.
+// The files of a search run in OUT/, shared by MELBO-ortho (ortho.ts) and MELBO training
+// (train.ts): vectors.safetensors (tensor `vectors` [n, d] and metadata: algorithm, settings,
+// progress state, the model's fingerprint, checksums) and log.jsonl (one line per vector).
+// Both are replaced atomically after every block; vectors.safetensors is written last and is the
+// commit point: on resume, log lines past its rows are dropped.
+//
+// Checksums: `melbo.checksum` covers everything a resume uses from vectors.safetensors (the
+// vectors' bytes, settings, state, model), `melbo.logChecksum` the log lines that belong to it.
+// A file damaged after it was written (a disk error, an edit by hand) is reported, never used.
 
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
 import { writeTextAtomic } from "../io/atomic.js";
 import { readVectors, writeVectors } from "../io/vectors.js";
+import type { ModelFingerprint } from "../model/fingerprint.js";
 import { MELBO_VERSION } from "../version.js";
-
-export interface VectorLogLine {
-  index: number;
-  loss: number;
-  /** ‖z(θ) − z0‖ / ‖z0 − z(0)‖: 1 is as good as θ = 0. */
-  relLoss: number;
-  norm: number;
-  steps: number;
-  seconds: number;
-  [extra: string]: unknown;
-}
-
-export interface RunState {
-  /** Vectors found after θ0 (rows 1..found of the file). */
-  found: number;
-  /** Rows dropped because they vanished in the in-block orthogonalisation. */
-  dropped: number;
-  /** Consecutive vectors (dropped ones included) with norm below the stop threshold. */
-  consecutiveSmall: number;
-  stopReason: string | null;
-}
-
-export interface RunSnapshot<S> {
-  settings: S;
-  state: RunState;
-  vectors: Float32Array; // [(found + 1) * d]
-  d: number;
-  log: VectorLogLine[];
-}
 
 export const VECTORS_FILE = "vectors.safetensors";
 export const LOG_FILE = "log.jsonl";
 
-export async function writeRun<S>(dir: string, algorithm: string, snap: RunSnapshot<S>, extraMetadata: Record<string, string> = {}): Promise<void> {
+/** One search's files, as written and as read back. */
+export interface RunFiles<Settings, State, Line extends { index: number }> {
+  settings: Settings;
+  state: State;
+  /** [n * d] float32, row-major. */
+  vectors: Float32Array;
+  d: number;
+  log: Line[];
+  /** The model the run ran on; absent in runs saved before melbo recorded it. */
+  model?: ModelFingerprint;
+}
+
+/** Metadata keys melbo owns; `metadata` given by the caller may not override them. */
+const KEYS = {
+  algorithm: "melbo.algorithm",
+  version: "melbo.version",
+  settings: "melbo.settings",
+  state: "melbo.state",
+  model: "melbo.model",
+  checksum: "melbo.checksum",
+  logChecksum: "melbo.logChecksum",
+} as const;
+
+function sha256(...parts: (string | Uint8Array)[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) {
+    // Length-prefixed, so that moving bytes from one part to the next changes the sum.
+    h.update(`${typeof p === "string" ? Buffer.byteLength(p) : p.byteLength}:`);
+    h.update(p);
+  }
+  return h.digest("hex");
+}
+
+function vectorsChecksum(algorithm: string, settings: string, state: string, model: string, vectors: Float32Array): string {
+  return sha256(algorithm, settings, state, model, new Uint8Array(vectors.buffer, vectors.byteOffset, vectors.byteLength));
+}
+
+export async function writeRunFiles<S, T, L extends { index: number }>(
+  dir: string,
+  algorithm: string,
+  run: RunFiles<S, T, L>,
+  metadata: Record<string, string> = {},
+): Promise<void> {
   await mkdir(dir, { recursive: true });
-  await writeTextAtomic(join(dir, LOG_FILE), snap.log.map((l) => JSON.stringify(l)).join("\n") + (snap.log.length ? "\n" : ""));
-  const n = snap.vectors.length / snap.d;
-  await writeVectors(join(dir, VECTORS_FILE), snap.vectors, n, snap.d, {
-    ...extraMetadata,
-    "melbo.algorithm": algorithm,
-    "melbo.version": MELBO_VERSION,
-    "melbo.settings": JSON.stringify(snap.settings),
-    "melbo.state": JSON.stringify(snap.state),
+  const logText = run.log.map((l) => JSON.stringify(l) + "\n").join("");
+  await writeTextAtomic(join(dir, LOG_FILE), logText);
+  const settings = JSON.stringify(run.settings), state = JSON.stringify(run.state);
+  const model = run.model === undefined ? "" : JSON.stringify(run.model);
+  await writeVectors(join(dir, VECTORS_FILE), run.vectors, run.vectors.length / run.d, run.d, {
+    ...metadata,
+    [KEYS.algorithm]: algorithm,
+    [KEYS.version]: MELBO_VERSION,
+    [KEYS.settings]: settings,
+    [KEYS.state]: state,
+    ...(model !== "" ? { [KEYS.model]: model } : {}),
+    [KEYS.checksum]: vectorsChecksum(algorithm, settings, state, model, run.vectors),
+    [KEYS.logChecksum]: sha256(logText),
   });
 }
 
-/** The run saved in `dir`, or null when there is none. Throws on a run of another algorithm. */
-export async function readRun<S>(dir: string, algorithm: string): Promise<RunSnapshot<S> | null> {
+/**
+ * The run saved in `dir`, or null when there is none. `committed(line, state)` says which log
+ * lines belong to the saved vectors (lines written after them by a killed run are dropped).
+ * Throws a MelboError naming the file for a run of another algorithm and for damaged files.
+ */
+export async function readRunFiles<S, T, L extends { index: number }>(
+  dir: string,
+  algorithm: string,
+  committed: (line: L, state: T) => boolean,
+): Promise<RunFiles<S, T, L> | null> {
   const file = join(dir, VECTORS_FILE);
   if (!existsSync(file)) return null;
   const set = await readVectors(file);
   const meta = set.metadata;
-  if (meta["melbo.algorithm"] !== algorithm) {
-    throw new MelboError(`holds a ${meta["melbo.algorithm"] ?? "non-melbo"} run, not ${algorithm}: choose another --out`, { file });
+  if (meta[KEYS.algorithm] !== algorithm) {
+    const what = meta[KEYS.algorithm] === undefined ? "not a melbo run" : `holds a ${meta[KEYS.algorithm]} run`;
+    throw new MelboError(`${what}, not ${algorithm}: choose another --out`, { file });
   }
-  let settings: S, state: RunState;
+  const settingsText = meta[KEYS.settings] ?? "", stateText = meta[KEYS.state] ?? "", modelText = meta[KEYS.model] ?? "";
+  const checksum = meta[KEYS.checksum];
+  if (checksum !== undefined && checksum !== vectorsChecksum(algorithm, settingsText, stateText, modelText, set.data)) {
+    throw new MelboError("is damaged: its vectors or metadata do not match the checksum saved with them; it was not used (start again with --force, or restore the folder)", { file });
+  }
+  let settings: S, state: T, model: ModelFingerprint | undefined;
   try {
-    settings = JSON.parse(meta["melbo.settings"] ?? "") as S;
-    state = JSON.parse(meta["melbo.state"] ?? "") as RunState;
+    settings = JSON.parse(settingsText) as S;
+    state = JSON.parse(stateText) as T;
+    model = modelText === "" ? undefined : (JSON.parse(modelText) as ModelFingerprint);
   } catch {
-    throw new MelboError("its melbo.settings / melbo.state metadata is not valid JSON", { file });
+    throw new MelboError(`its ${KEYS.settings} / ${KEYS.state} / ${KEYS.model} metadata is not valid JSON`, { file });
   }
-  if (state.found + 1 !== set.n) throw new MelboError(`state says ${state.found + 1} rows, the file has ${set.n}`, { file });
-  const log: VectorLogLine[] = [];
+  if (typeof settings !== "object" || settings === null || typeof state !== "object" || state === null) {
+    throw new MelboError(`its ${KEYS.settings} / ${KEYS.state} metadata must be JSON objects`, { file });
+  }
+
+  const logFile = join(dir, LOG_FILE);
+  let text = "";
   try {
-    const text = await readFile(join(dir, LOG_FILE), "utf8");
-    for (const line of text.split("\n")) {
-      if (line.trim() === "") continue;
-      const entry = JSON.parse(line) as VectorLogLine;
-      if (entry.index <= state.found) log.push(entry);
-    }
+    text = await readFile(logFile, "utf8");
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new MelboError(`cannot read the log: ${(e as Error).message}`, { file: join(dir, LOG_FILE) });
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new MelboError(`cannot read the log: ${(e as Error).message}`, { file: logFile });
   }
-  return { settings, state, vectors: set.data, d: set.d, log };
+  const log: L[] = [];
+  let kept = "";
+  for (const [i, line] of text.split("\n").entries()) {
+    if (line.trim() === "") continue;
+    let entry: L;
+    try {
+      entry = JSON.parse(line) as L;
+    } catch {
+      // A killed write cannot leave a half line (the log is replaced atomically), so this is damage.
+      throw new MelboError(`line ${i + 1} is not JSON: the log is damaged (start again with --force, or restore the folder)`, { file: logFile });
+    }
+    if (typeof entry !== "object" || entry === null || typeof entry.index !== "number") {
+      throw new MelboError(`line ${i + 1} has no vector index: the log is damaged`, { file: logFile });
+    }
+    if (!committed(entry, state)) continue;
+    log.push(entry);
+    kept += line + "\n";
+  }
+  const logChecksum = meta[KEYS.logChecksum];
+  if (logChecksum !== undefined && logChecksum !== sha256(kept)) {
+    throw new MelboError(`does not match the checkpoint in ${VECTORS_FILE} (lines were changed or lost): the log is damaged; it was not used`, { file: logFile });
+  }
+  return { settings, state, vectors: set.data, d: set.d, log, ...(model !== undefined ? { model } : {}) };
 }

@@ -1,15 +1,11 @@
-// The files of a MELBO training in OUT/, in the layout of the ortho search (run-files.ts):
-// vectors.safetensors (tensor `vectors` [n, d]) and log.jsonl (one line per vector, `index` =
-// its row). One difference: a MELBO file has no θ0, so row 0 is the first learned vector, and
-// melbo.state counts rows, not vectors after θ0. The metadata says "melbo.algorithm": "melbo";
-// any row can seed MELBO-ortho as `melbo ortho --theta OUT/vectors.safetensors:ROW`.
+// The run files of MELBO training (layout and checks in run-files.ts). One difference from an
+// ortho run: a MELBO file has no θ0, so row 0 is the first learned vector, log line `index` = its
+// row, and melbo.state counts rows. Any row can seed MELBO-ortho as
+// `melbo ortho --theta OUT/vectors.safetensors:ROW`.
 
-import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { writeTextAtomic } from "../io/atomic.js";
-import { writeVectors } from "../io/vectors.js";
-import { MELBO_VERSION } from "../version.js";
-import { LOG_FILE, VECTORS_FILE } from "./run-files.js";
+import { MelboError } from "../errors.js";
+import { VECTORS_FILE, readRunFiles, writeRunFiles, type RunFiles } from "./run-files.js";
 
 export const TRAIN_ALGORITHM = "melbo";
 
@@ -35,19 +31,17 @@ export interface TrainFileState {
   count: number;
 }
 
-export async function writeTrainRun(
-  dir: string,
-  snap: { settings: object; state: TrainFileState; vectors: Float32Array; d: number; log: readonly TrainLogLine[] },
-  extraMetadata: Record<string, string> = {},
-): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  // The log first and the vectors last, as in run-files.ts: the vectors file is the commit point.
-  await writeTextAtomic(join(dir, LOG_FILE), snap.log.map((l) => JSON.stringify(l) + "\n").join(""));
-  await writeVectors(join(dir, VECTORS_FILE), snap.vectors, snap.vectors.length / snap.d, snap.d, {
-    ...extraMetadata,
-    "melbo.algorithm": TRAIN_ALGORITHM,
-    "melbo.version": MELBO_VERSION,
-    "melbo.settings": JSON.stringify(snap.settings),
-    "melbo.state": JSON.stringify(snap.state),
-  });
+export type TrainRunFiles<S> = RunFiles<S, TrainFileState, TrainLogLine>;
+
+export function writeTrainRun<S>(dir: string, run: TrainRunFiles<S>, metadata?: Record<string, string>): Promise<void> {
+  return writeRunFiles(dir, TRAIN_ALGORITHM, run, metadata);
+}
+
+/** The training run saved in `dir` (null when there is none), checked for damage and consistency. */
+export async function readTrainRun<S>(dir: string): Promise<TrainRunFiles<S> | null> {
+  const run = await readRunFiles<S, TrainFileState, TrainLogLine>(dir, TRAIN_ALGORITHM, (line, state) => line.index < state.rows);
+  if (run && run.state.rows !== run.vectors.length / run.d) {
+    throw new MelboError(`its state says ${run.state.rows} rows, the file has ${run.vectors.length / run.d}`, { file: join(dir, VECTORS_FILE) });
+  }
+  return run;
 }

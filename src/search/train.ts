@@ -8,7 +8,9 @@ import type { Model, TrainExampleInput } from "../model/model.js";
 import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm } from "./basis.js";
 import { formatPositions, resolvePositions, type Positions } from "./positions.js";
-import { writeTrainRun, type TrainLogLine } from "./train-files.js";
+import { checkSameModel, promptDifference } from "./resume-check.js";
+import { readTrainRun, writeTrainRun, type TrainLogLine, type TrainRunFiles } from "./train-files.js";
+import type { ModelFingerprint } from "../model/fingerprint.js";
 
 export interface TrainOptions {
   /** Example prompts as token ids (e.g. model.promptTokens(text)); at least one. */
@@ -35,6 +37,8 @@ export interface TrainOptions {
   eps?: number; // default 1e-8
   /** Directory for vectors.safetensors + log.jsonl, rewritten after every vector (or batch). */
   out?: string;
+  /** Continue the run saved in `out` (its model, prompts and settings must match; `count` may grow). */
+  resume?: boolean;
   /** Extra metadata for the vectors file (model path, prompt text). */
   metadata?: Record<string, string>;
   signal?: AbortSignal;
@@ -43,6 +47,8 @@ export interface TrainOptions {
   progressEvery?: number; // default 10
   onProgress?: (p: TrainProgress) => void;
   onVector?: (line: TrainLogLine, theta: Float32Array) => void;
+  /** Called once before training starts with the number of vectors taken from a saved run (0 when none). */
+  onResume?: (rows: number) => void;
 }
 
 /** Everything that decides the numbers, saved in the vectors file's metadata. */
@@ -159,6 +165,26 @@ function validate(model: Model, o: TrainOptions, s: TrainSettings): void {
   }
 }
 
+/** Throws "cannot resume: …" naming the first difference between the saved run and this one. */
+function checkResumable(model: Model, saved: TrainRunFiles<TrainSettings>, now: TrainSettings, fingerprint: ModelFingerprint, folder: string): void {
+  const fail = (why: string) => {
+    throw new MelboError(`cannot resume: ${why}`, { file: folder });
+  };
+  if (saved.d !== model.hidden) fail(`the saved vectors have d = ${saved.d}, this model ${model.hidden}`);
+  checkSameModel(saved.model, fingerprint, folder);
+  const prompts = saved.settings.prompts ?? [];
+  if (prompts.length !== now.prompts.length) fail(`the run was saved with ${prompts.length} prompt(s), now ${now.prompts.length}`);
+  for (let i = 0; i < prompts.length; i++) {
+    const diff = promptDifference(model, prompts[i]!, now.prompts[i]!, prompts.length > 1 ? `prompt ${i + 1}` : "the prompt");
+    if (diff) fail(diff);
+  }
+  for (const key of Object.keys(now) as (keyof TrainSettings)[]) {
+    if (key === "prompts") continue;
+    const a = JSON.stringify(saved.settings[key]), b = JSON.stringify(now[key]);
+    if (a !== b) fail(`${key} differs (saved ${a ?? "unset"}, now ${b})`);
+  }
+}
+
 /**
  * Each prompt's resid(source) and its unsteered resid(target) at the target positions. `model`
  * must hold blocks 0..target.
@@ -192,10 +218,26 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
 
   const count = options.count;
   const vectors = new Float32Array(count * d);
-  const log: TrainLogLine[] = [];
+  let log: TrainLogLine[] = [];
   const basis = new OrthonormalBasis(d, settings.independent ? 1 : count);
-  const started = performance.now();
+  const fingerprint = await model.fingerprint(settings.target);
   let done = 0;
+  if (options.resume) {
+    if (options.out === undefined) throw new MelboError("resume needs an output directory");
+    const saved = await readTrainRun<TrainSettings>(options.out);
+    if (saved) {
+      checkResumable(model, saved, settings, fingerprint, options.out);
+      done = Math.min(saved.state.rows, count);
+      vectors.set(saved.vectors.subarray(0, done * d));
+      log = saved.log.slice(0, done);
+      // The basis grows from the saved float32 rows exactly as it did the first time, so the
+      // vectors after them are the ones an uninterrupted run finds.
+      if (!settings.independent) for (let k = 0; k < done; k++) basis.add(vectors.subarray(k * d, (k + 1) * d));
+    }
+  }
+  const resumedFrom = done;
+  options.onResume?.(resumedFrom);
+  const started = performance.now();
   while (done < count) {
     const rows = settings.independent ? Math.min(settings.batch, count - done) : 1;
     const starts = new Float32Array(rows * d);
@@ -213,9 +255,9 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
       (p) => {
         if (!options.onProgress) return;
         const seconds = (performance.now() - started) / 1000;
-        const vectorSteps = done * settings.steps + p.step * rows;
+        const vectorSteps = (done - resumedFrom) * settings.steps + p.step * rows;
         const rate = vectorSteps / Math.max(seconds, 1e-9);
-        options.onProgress({ done, count, rows, ...p, vectorStepsPerSecond: rate, etaSeconds: (count * settings.steps - vectorSteps) / rate });
+        options.onProgress({ done, count, rows, ...p, vectorStepsPerSecond: rate, etaSeconds: ((count - done) * settings.steps - p.step * rows) / rate });
       },
     );
     const seconds = (performance.now() - batchStarted) / 1000 / rows;
@@ -239,7 +281,7 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
     }
     done += rows;
     if (options.out !== undefined) {
-      await writeTrainRun(options.out, { settings, state: { rows: done, count }, vectors: vectors.slice(0, done * d), d, log }, options.metadata);
+      await writeTrainRun(options.out, { settings, state: { rows: done, count }, vectors: vectors.slice(0, done * d), d, log, model: fingerprint }, options.metadata);
     }
   }
   return { vectors, log, maxAbsCos: maxAbsCosine(vectors, count, d), settings };

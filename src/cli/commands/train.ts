@@ -82,7 +82,7 @@ export const trainCommand: Command = {
   usage:
     "melbo train --model DIR --prompt TEXT [--prompt TEXT …] [--raw] [--system TEXT] --count N --radius R\n" +
     "            [--p 2 --q 2] [--source 7 --target L-9] [--positions all|last:K|i,j,…] [--steps 300]\n" +
-    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT [--force]",
+    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT [--resume | --force]",
   options: {
     ...trainingOptions,
     count: { type: "string" },
@@ -91,6 +91,7 @@ export const trainCommand: Command = {
     batch: { type: "string" },
     lr: { type: "string" },
     out: { type: "string" },
+    resume: { type: "boolean" },
     force: { type: "boolean" },
   },
   async run(v: Values) {
@@ -102,8 +103,11 @@ export const trainCommand: Command = {
     const radius = num(v, "radius", 1);
     const independent = flag(v, "independent");
     if (!independent && str(v, "batch") !== undefined) throw new UsageError("--batch applies to --independent training only");
+    const resume = flag(v, "resume"), force = flag(v, "force");
+    if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
+    const steps = int(v, "steps", 300, 0), batch = int(v, "batch", 32, 1), lr = num(v, "lr", 1e-3);
     const { source, target } = await blocksFromArgs(v, a);
-    await prepareOutputFolder(out, { kind: "run", flag: "--out", force: flag(v, "force") });
+    await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
     const abort = abortOnSignals();
     const bar = new ProgressBar(`train ${independent ? "independent" : "orthogonal"}`);
@@ -111,8 +115,11 @@ export const trainCommand: Command = {
       const prompts = promptTokensFromArgs(model, v, a.prompts);
       const result = await train(model, {
         prompts, count, radius, p: a.p, ...(a.q !== undefined ? { q: a.q } : {}), source, target, positions: a.positions,
-        steps: int(v, "steps", 300, 0), independent, batch: int(v, "batch", 32, 1), seed: a.seed, lr: num(v, "lr", 1e-3),
-        out, signal: abort.signal, releaseEarlyBlocks: true,
+        steps, independent, batch, seed: a.seed, lr,
+        out, resume, signal: abort.signal, releaseEarlyBlocks: true,
+        onResume: (rows) => {
+          if (rows > 0) process.stderr.write(`resuming ${out}: ${rows} vectors already trained\n`);
+        },
         metadata: { model: model.dir, prompts: JSON.stringify(a.prompts), layers: `${source},${target}`, radius: String(radius) },
         onProgress: (e) => {
           const done = e.done + (e.step / e.steps) * e.rows;
@@ -121,10 +128,6 @@ export const trainCommand: Command = {
       });
       bar.done();
       printSummary(result, out);
-    } catch (e) {
-      // Ctrl-C: the message of abortOnSignals speaks of ortho's --resume, which train has not.
-      if (e instanceof Error && e.name === "AbortError") throw new DOMException(`interrupted: the vectors finished so far are in ${out}`, "AbortError");
-      throw e;
     } finally {
       bar.done();
       abort.dispose();
