@@ -5,7 +5,7 @@
 import { stat } from "node:fs/promises";
 import { join, relative, resolve, isAbsolute } from "node:path";
 import { MelboError } from "../errors.js";
-import { readConfig } from "./config.js";
+import { checkRegularFile, readConfig } from "./config.js";
 import { isJsonObject, readJsonObject } from "../util/json.js";
 import { readSafetensorsHeader } from "./safetensors.js";
 import type { Checkpoint, Qwen2Config, TensorEntry } from "./types.js";
@@ -79,6 +79,7 @@ async function readSingle(file: string): Promise<Map<string, TensorEntry>> {
 
 /** All tensors named by a sharded index, each found in the shard the index names. */
 async function readSharded(dir: string, indexFile: string): Promise<Map<string, TensorEntry>> {
+  await checkRegularFile(indexFile, INDEX_FILE);
   const index = await readJsonObject(indexFile, INDEX_FILE);
   const weightMap = index["weight_map"];
   if (!isJsonObject(weightMap)) throw new MelboError(`missing object "weight_map"`, { file: indexFile });
@@ -114,7 +115,8 @@ async function readSharded(dir: string, indexFile: string): Promise<Map<string, 
 }
 
 function fmtShape(shape: readonly number[]): string {
-  return `[${shape.join(", ")}]`;
+  // A hostile header may give a tensor thousands of dimensions: the message shows the first few.
+  return shape.length > 8 ? `[${shape.slice(0, 8).join(", ")}, … (${shape.length} dimensions)]` : `[${shape.join(", ")}]`;
 }
 
 /** Reads and validates a checkpoint directory (config, weights layout, names and shapes). */

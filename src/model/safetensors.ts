@@ -2,7 +2,7 @@
 // raw little-endian tensor data). Headers come from untrusted files: every length, offset and
 // dtype is checked before any offset is used, and only the header is read, never the whole file.
 
-import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { open, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import { endianness } from "node:os";
 import { dirname, resolve } from "node:path";
 import { MelboError, describeError } from "../errors.js";
@@ -48,25 +48,176 @@ async function readExactly(fh: FileHandle, length: number, position: number, fil
   const buf = new Uint8Array(length);
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await fh.read(buf, done, length - done, position + done));
+    } catch (e) {
+      throw new MelboError(`cannot read: ${describeError(e)}`, { file, cause: e });
+    }
     if (bytesRead === 0) throw new MelboError(`file ended after ${position + done} bytes while reading`, { file });
     done += bytesRead;
   }
   return buf;
 }
 
-async function openForRead(path: string): Promise<FileHandle> {
-  try {
-    return await open(path, "r");
-  } catch (e) {
+/** Opens a regular file for reading; a directory, FIFO or device is refused before open (a FIFO would block). */
+async function openForRead(path: string): Promise<{ fh: FileHandle; size: number }> {
+  const fail = (e: unknown): never => {
     const code = (e as NodeJS.ErrnoException).code;
     const what = code === "ENOENT" ? "file not found" : `cannot open: ${describeError(e)}`;
     throw new MelboError(what, { file: path, cause: e });
+  };
+  const info = await stat(path).catch(fail);
+  if (!info.isFile()) {
+    throw new MelboError(`not a regular file (${info.isDirectory() ? "a directory" : "a special file"}), expected a .safetensors file`, { file: path });
   }
+  const fh = await open(path, "r").catch(fail);
+  try {
+    const now = await fh.stat();
+    if (!now.isFile()) throw new MelboError("not a regular file, expected a .safetensors file", { file: path });
+    return { fh, size: now.size };
+  } catch (e) {
+    await fh.close();
+    if (e instanceof MelboError) throw e;
+    return fail(e);
+  }
+}
+
+/** A header value for a message, cut short (a hostile header can hold megabytes in one field). */
+function brief(v: unknown): string {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
 function isNonNegInt(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * The header length in the first 8 bytes of a file of `fileSize` bytes, checked against the
+ * file size and the header limit before anything of that size is read or allocated.
+ */
+export function parseHeaderLength(first8: Uint8Array, fileSize: number, file: string): number {
+  if (fileSize < 8 || first8.length < 8) throw new MelboError(`not a safetensors file: only ${Math.min(fileSize, first8.length)} bytes`, { file });
+  const headerLen64 = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (headerLen64 > BigInt(fileSize - 8)) {
+    throw new MelboError(`header length ${headerLen64} exceeds the file size (${fileSize} bytes): not a safetensors file, or a truncated one`, { file });
+  }
+  const headerLen = Number(headerLen64);
+  if (headerLen > MAX_HEADER_BYTES) throw new MelboError(`header length ${headerLen} is over the ${MAX_HEADER_BYTES}-byte limit`, { file });
+  if (headerLen < 2) throw new MelboError(`header length ${headerLen} is too small for a JSON object`, { file });
+  return headerLen;
+}
+
+/**
+ * Validates the JSON header (`headerBytes`, the `headerLength` bytes after the length prefix) of
+ * a safetensors file of `fileSize` bytes. Returned offsets are absolute file offsets; every
+ * tensor's byte range lies inside the file, matches dtype × shape, and no two ranges overlap.
+ */
+export function parseHeaderJson<D extends SafetensorsDtype = WeightDtype>(
+  headerBytes: Uint8Array,
+  fileSize: number,
+  file: string,
+  options: ReadHeaderOptions<D> = {},
+): SafetensorsHeader<D> {
+  const allowed = (options.allowDtypes ?? WEIGHT_DTYPES) as readonly string[];
+  const headerLen = headerBytes.length;
+  if (8 + headerLen > fileSize) throw new MelboError(`header length ${headerLen} exceeds the file size (${fileSize} bytes)`, { file });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
+  } catch (e) {
+    throw new MelboError(`header is not valid JSON: ${describeError(e)}`, { file, cause: e });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new MelboError(`header is not a JSON object (found ${Array.isArray(parsed) ? "an array" : parsed === null ? "null" : typeof parsed})`, { file });
+  }
+
+  const dataOffset = 8 + headerLen;
+  const dataSize = fileSize - dataOffset;
+  const metadata: Record<string, string> = {};
+  const tensors: TensorEntry<D>[] = [];
+  const ranges: { name: string; begin: number; end: number }[] = [];
+
+  for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        throw new MelboError(`"__metadata__" must be an object of strings`, { file });
+      }
+      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+        if (typeof v !== "string") throw new MelboError(`"__metadata__" entry ${brief(k)} is not a string`, { file });
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `tensor ${brief(name)}`;
+    if (name.length === 0) throw new MelboError("a tensor has an empty name", { file });
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw new MelboError(`${where}: entry is not an object`, { file });
+    }
+    const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
+    if (dtype === undefined) throw new MelboError(`${where}: missing dtype`, { file });
+    if (typeof dtype !== "string") throw new MelboError(`${where}: dtype must be a string, found ${brief(dtype)}`, { file });
+    if (!allowed.includes(dtype)) {
+      throw new MelboError(`${where}: unsupported dtype ${brief(dtype)} (allowed: ${allowed.join(", ")})`, { file });
+    }
+    if (shape === undefined) throw new MelboError(`${where}: missing shape`, { file });
+    if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
+      throw new MelboError(`${where}: shape must be an array of non-negative integers, found ${brief(shape)}`, { file });
+    }
+    if (offsets === undefined) throw new MelboError(`${where}: missing data_offsets`, { file });
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt)) {
+      throw new MelboError(`${where}: data_offsets must be [begin, end] (non-negative integers), found ${brief(offsets)}`, { file });
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end || end > dataSize) {
+      throw new MelboError(`${where}: data_offsets [${begin}, ${end}] outside the data section (${dataSize} bytes)`, { file });
+    }
+    let numel = 1;
+    for (const n of shape as number[]) {
+      numel *= n;
+      if (!Number.isSafeInteger(numel)) throw new MelboError(`${where}: shape ${brief(shape)} has more elements than can be addressed`, { file });
+    }
+    const nbytes = numel * DTYPE_SIZE[dtype as SafetensorsDtype];
+    if (end - begin !== nbytes) {
+      throw new MelboError(
+        `${where}: ${end - begin} bytes in data_offsets, but ${dtype} ${brief(shape)} needs ${nbytes}`,
+        { file },
+      );
+    }
+    ranges.push({ name, begin, end });
+    tensors.push({ name, path: file, dtype: dtype as D, shape: [...(shape as number[])], offset: dataOffset + begin, nbytes });
+  }
+
+  // Overlap check on sorted ranges; empty tensors occupy no bytes and cannot overlap.
+  const nonEmpty = ranges.filter((r) => r.end > r.begin).sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < nonEmpty.length; i++) {
+    const prev = nonEmpty[i - 1]!;
+    const cur = nonEmpty[i]!;
+    if (cur.begin < prev.end) {
+      throw new MelboError(
+        `tensors ${brief(prev.name)} [${prev.begin}, ${prev.end}] and ${brief(cur.name)} [${cur.begin}, ${cur.end}] overlap`,
+        { file },
+      );
+    }
+  }
+  return { path: file, tensors, metadata, dataOffset, fileSize };
+}
+
+/**
+ * Validates the header of a safetensors file held in memory (`bytes`: the file, or at least its
+ * first 8 + header-length bytes, with `fileSize` the whole file's size). Pure: the path reader
+ * below and the fuzz test use it; `file` is only used in messages and as the tensors' path.
+ */
+export function parseSafetensorsHeader<D extends SafetensorsDtype = WeightDtype>(
+  bytes: Uint8Array,
+  file: string,
+  options: ReadHeaderOptions<D> & { fileSize?: number } = {},
+): SafetensorsHeader<D> {
+  const fileSize = options.fileSize ?? bytes.length;
+  const headerLen = parseHeaderLength(bytes.subarray(0, 8), fileSize, file);
+  if (bytes.length < 8 + headerLen) throw new MelboError(`file ended after ${bytes.length} bytes while reading the header`, { file });
+  return parseHeaderJson(bytes.subarray(8, 8 + headerLen), fileSize, file, options);
 }
 
 /**
@@ -79,97 +230,11 @@ export async function readSafetensorsHeader<D extends SafetensorsDtype = WeightD
   options: ReadHeaderOptions<D> = {},
 ): Promise<SafetensorsHeader<D>> {
   const file = resolve(path);
-  const allowed = (options.allowDtypes ?? WEIGHT_DTYPES) as readonly string[];
-  const fh = await openForRead(file);
+  const { fh, size: fileSize } = await openForRead(file);
   try {
-    const fileSize = (await fh.stat()).size;
     if (fileSize < 8) throw new MelboError(`not a safetensors file: only ${fileSize} bytes`, { file });
-    const lenBytes = await readExactly(fh, 8, 0, file);
-    const headerLen64 = new DataView(lenBytes.buffer).getBigUint64(0, true);
-    if (headerLen64 > BigInt(fileSize - 8)) {
-      throw new MelboError(`header length ${headerLen64} exceeds the file size (${fileSize} bytes)`, { file });
-    }
-    const headerLen = Number(headerLen64);
-    if (headerLen > MAX_HEADER_BYTES) throw new MelboError(`header length ${headerLen} is over the ${MAX_HEADER_BYTES}-byte limit`, { file });
-    if (headerLen < 2) throw new MelboError(`header length ${headerLen} is too small for a JSON object`, { file });
-    const headerBytes = await readExactly(fh, headerLen, 8, file);
-
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
-    } catch (e) {
-      throw new MelboError(`header is not valid JSON: ${describeError(e)}`, { file, cause: e });
-    }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-      throw new MelboError("header is not a JSON object", { file });
-    }
-
-    const dataOffset = 8 + headerLen;
-    const dataSize = fileSize - dataOffset;
-    const metadata: Record<string, string> = {};
-    const tensors: TensorEntry<D>[] = [];
-    const ranges: { name: string; begin: number; end: number }[] = [];
-
-    for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
-      if (name === "__metadata__") {
-        if (typeof value !== "object" || value === null || Array.isArray(value)) {
-          throw new MelboError(`"__metadata__" must be an object of strings`, { file });
-        }
-        for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-          if (typeof v !== "string") throw new MelboError(`"__metadata__" entry "${k}" is not a string`, { file });
-          metadata[k] = v;
-        }
-        continue;
-      }
-      const where = `tensor "${name}"`;
-      if (name.length === 0) throw new MelboError("a tensor has an empty name", { file });
-      if (typeof value !== "object" || value === null || Array.isArray(value)) {
-        throw new MelboError(`${where}: entry is not an object`, { file });
-      }
-      const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
-      if (typeof dtype !== "string") throw new MelboError(`${where}: missing dtype`, { file });
-      if (!allowed.includes(dtype)) {
-        throw new MelboError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (allowed: ${allowed.join(", ")})`, { file });
-      }
-      if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
-        throw new MelboError(`${where}: shape must be an array of non-negative integers, found ${JSON.stringify(shape)}`, { file });
-      }
-      if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt)) {
-        throw new MelboError(`${where}: data_offsets must be [begin, end], found ${JSON.stringify(offsets)}`, { file });
-      }
-      const [begin, end] = offsets as [number, number];
-      if (begin > end || end > dataSize) {
-        throw new MelboError(`${where}: data_offsets [${begin}, ${end}] outside the data section (${dataSize} bytes)`, { file });
-      }
-      let numel = 1;
-      for (const n of shape as number[]) {
-        numel *= n;
-        if (!Number.isSafeInteger(numel)) throw new MelboError(`${where}: shape ${JSON.stringify(shape)} is too large`, { file });
-      }
-      const nbytes = numel * DTYPE_SIZE[dtype as SafetensorsDtype];
-      if (end - begin !== nbytes) {
-        throw new MelboError(
-          `${where}: ${end - begin} bytes in data_offsets, but ${dtype} ${JSON.stringify(shape)} needs ${nbytes}`,
-          { file },
-        );
-      }
-      ranges.push({ name, begin, end });
-      tensors.push({ name, path: file, dtype: dtype as D, shape: [...(shape as number[])], offset: dataOffset + begin, nbytes });
-    }
-
-    // Overlap check on sorted ranges; empty tensors occupy no bytes and cannot overlap.
-    const nonEmpty = ranges.filter((r) => r.end > r.begin).sort((a, b) => a.begin - b.begin);
-    for (let i = 1; i < nonEmpty.length; i++) {
-      const prev = nonEmpty[i - 1]!;
-      const cur = nonEmpty[i]!;
-      if (cur.begin < prev.end) {
-        throw new MelboError(
-          `tensors "${prev.name}" [${prev.begin}, ${prev.end}] and "${cur.name}" [${cur.begin}, ${cur.end}] overlap`,
-          { file },
-        );
-      }
-    }
-    return { path: file, tensors, metadata, dataOffset, fileSize };
+    const headerLen = parseHeaderLength(await readExactly(fh, 8, 0, file), fileSize, file);
+    return parseHeaderJson(await readExactly(fh, headerLen, 8, file), fileSize, file, options);
   } finally {
     await fh.close();
   }
@@ -187,7 +252,7 @@ export interface ReadTensor {
 
 /** Raw bytes of one validated entry, in a fresh (aligned) buffer. */
 export async function readTensorBytes(entry: TensorEntry<SafetensorsDtype>): Promise<Uint8Array> {
-  const fh = await openForRead(entry.path);
+  const { fh } = await openForRead(entry.path);
   try {
     return await readExactly(fh, entry.nbytes, entry.offset, entry.path);
   } finally {

@@ -104,6 +104,13 @@ export async function readRunFiles<S, T, L extends { index: number }>(
   if (checksum !== undefined && checksum !== vectorsChecksum(algorithm, settingsText, stateText, modelText, set.data)) {
     throw new MelboError("is damaged: its vectors or metadata do not match the checksum saved with them; it was not used (start again with --force, or restore the folder)", { file });
   }
+  // A resumed search builds its basis from these rows: one NaN would spread to every later vector.
+  for (let i = 0; i < set.data.length; i++) {
+    const x = set.data[i]!;
+    if (!Number.isFinite(x)) {
+      throw new MelboError(`vector ${Math.floor(i / set.d)} has the non-finite value ${x} at index ${i % set.d}: the run cannot be continued from it`, { file });
+    }
+  }
   let settings: S, state: T, model: ModelFingerprint | undefined;
   try {
     settings = JSON.parse(settingsText) as S;
