@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { MelboError } from "../errors.js";
 import { MELBO_VERSION } from "../version.js";
 import { UsageError } from "./args.js";
-import type { Command } from "./command.js";
+import { commandHelp, parseArgsOptions, usageLine, type Command } from "./command.js";
 import { demoCommand } from "./commands/demo.js";
 import { forwardCommand } from "./commands/forward.js";
 import { generateCommand } from "./commands/generate.js";
@@ -15,7 +15,7 @@ import { orthoCommand } from "./commands/ortho.js";
 import { calibrateCommand } from "./commands/calibrate.js";
 import { trainCommand } from "./commands/train.js";
 
-const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand];
+export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const parsed = parseArgs({
       args: rest,
-      options: { ...command.options, help: { type: "boolean", short: "h" } },
+      options: { ...parseArgsOptions(command.options), help: { type: "boolean", short: "h" } },
       allowPositionals: command.positionals ?? false,
       strict: true,
       tokens: true,
@@ -59,10 +59,7 @@ export async function main(argv: string[]): Promise<number> {
       if (times > 1 && !command.options[option]?.multiple) throw new UsageError(`--${option} was given ${times} times: give it once`);
     }
     if (parsed.values["help"] === true) {
-      process.stdout.write(`${command.summary}\n\nusage: ${command.usage}\n`);
-      if ("dtype" in command.options && "device" in command.options) {
-        process.stdout.write("model options: [--dtype f32|bf16] [--device cpu|cuda|cuda:N] [--threads N]\n");
-      }
+      process.stdout.write(commandHelp(command) + "\n");
       return 0;
     }
     await command.run(parsed.values, parsed.positionals);
@@ -71,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     // parseArgs reports unknown or malformed options with codes ERR_PARSE_ARGS_*.
     const code = (e as { code?: unknown }).code;
     if (e instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {
-      process.stderr.write(`melbo ${name}: ${(e as Error).message}\nusage: ${command.usage}\n`);
+      process.stderr.write(`melbo ${name}: ${(e as Error).message}\nusage: ${usageLine(command)}\n(melbo ${name} --help lists every option)\n`);
       return 2;
     }
     if (e instanceof MelboError) {

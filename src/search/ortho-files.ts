@@ -38,6 +38,17 @@ export function writeOrthoRun<S>(dir: string, run: OrthoRunFiles<S>, metadata?: 
 /** The ortho run saved in `dir` (null when there is none), checked for damage and consistency. */
 export async function readOrthoRun<S>(dir: string): Promise<OrthoRunFiles<S> | null> {
   const run = await readRunFiles<S, RunState, VectorLogLine>(dir, ORTHO_ALGORITHM, (line, state) => line.index <= state.found);
+  if (run) {
+    const s = run.state as unknown as Record<string, unknown>;
+    for (const key of ["found", "dropped", "consecutiveSmall"]) {
+      if (!Number.isSafeInteger(s[key]) || (s[key] as number) < 0) {
+        throw new MelboError(`its melbo.state has ${key} ${JSON.stringify(s[key])}, not a count`, { file: join(dir, VECTORS_FILE) });
+      }
+    }
+    if (s["stopReason"] !== null && typeof s["stopReason"] !== "string") {
+      throw new MelboError(`its melbo.state has stopReason ${JSON.stringify(s["stopReason"])}, not a reason or null`, { file: join(dir, VECTORS_FILE) });
+    }
+  }
   if (run && run.state.found + 1 !== run.vectors.length / run.d) {
     throw new MelboError(`its state says ${run.state.found + 1} rows, the file has ${run.vectors.length / run.d}`, { file: join(dir, VECTORS_FILE) });
   }

@@ -40,6 +40,14 @@ export function writeTrainRun<S>(dir: string, run: TrainRunFiles<S>, metadata?: 
 /** The training run saved in `dir` (null when there is none), checked for damage and consistency. */
 export async function readTrainRun<S>(dir: string): Promise<TrainRunFiles<S> | null> {
   const run = await readRunFiles<S, TrainFileState, TrainLogLine>(dir, TRAIN_ALGORITHM, (line, state) => line.index < state.rows);
+  if (run) {
+    const s = run.state as unknown as Record<string, unknown>;
+    for (const key of ["rows", "count"]) {
+      if (!Number.isSafeInteger(s[key]) || (s[key] as number) < 0) {
+        throw new MelboError(`its melbo.state has ${key} ${JSON.stringify(s[key])}, not a count`, { file: join(dir, VECTORS_FILE) });
+      }
+    }
+  }
   if (run && run.state.rows !== run.vectors.length / run.d) {
     throw new MelboError(`its state says ${run.state.rows} rows, the file has ${run.vectors.length / run.d}`, { file: join(dir, VECTORS_FILE) });
   }

@@ -1,7 +1,7 @@
 import type { Model } from "../../model/model.js";
-import { calibrate, type Calibration } from "../../search/calibrate.js";
+import { calibrate, defaultRadii, type Calibration } from "../../search/calibrate.js";
 import { int, str, UsageError, type Values } from "../args.js";
-import type { Command } from "../command.js";
+import { defaultOf, type Command, type OptionTable } from "../command.js";
 import { modelFromArgs } from "../common.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 import { abortOnSignals } from "./ortho.js";
@@ -54,22 +54,21 @@ function printCalibration(model: Model, c: Calibration, show: number): void {
   process.stdout.write(out.join("\n") + "\n");
 }
 
+const calibrateOptions = {
+  ...trainingOptions,
+  radii: { type: "string", value: "R1,R2,…", defaultText: `${defaultRadii(1).join(", ")} × the typical ‖resid(source)‖ on the first prompt`, help: "the grid of R" },
+  count: { type: "string", value: "N", default: 8, help: "vectors trained per R" },
+  steps: { type: "string", value: "N", default: 100, help: "Adam steps per vector" },
+  "max-new-tokens": { type: "string", value: "N", default: 16, help: "tokens of each steered continuation" },
+  show: { type: "string", value: "N", default: 3, help: "distinct continuations printed per R" },
+} satisfies OptionTable;
+const byDefault = (key: keyof typeof calibrateOptions): number => defaultOf(calibrateOptions, key);
+
 export const calibrateCommand: Command = {
   name: "calibrate",
   summary: "MELBO: short trainings over a grid of R, with how different the steered outputs are (to choose R)",
-  usage:
-    "melbo calibrate --model DIR --prompt TEXT [--prompt TEXT …] [--raw] [--system TEXT] [--radii R1,R2,…]\n" +
-    "                [--count 8] [--steps 100] [--max-new-tokens 16] [--show 3] [--p 2 --q 2] [--source 7 --target L-9]\n" +
-    "                [--positions all|last:K|i,j,…] [--seed 0] [--dtype f32|bf16]\n" +
-    "  default grid: ⅛, ¼, ½, 1, 2 × the typical norm of resid(source) on the first prompt;\n" +
-    "  continuations and KL are measured on the first prompt",
-  options: {
-    ...trainingOptions,
-    radii: { type: "string" },
-    count: { type: "string" },
-    "max-new-tokens": { type: "string" },
-    show: { type: "string" },
-  },
+  options: calibrateOptions,
+  notes: ["Continuations and KL are measured on the first prompt."],
   async run(v: Values) {
     const a = trainingArgs(v);
     const radii = radiiFromArgs(v);
@@ -82,14 +81,14 @@ export const calibrateCommand: Command = {
       const c = await calibrate(model, {
         prompts, source, target, p: a.p, ...(a.q !== undefined ? { q: a.q } : {}), positions: a.positions, seed: a.seed,
         ...(radii ? { radii } : {}),
-        count: int(v, "count", 8, 1), steps: int(v, "steps", 100, 0), maxNewTokens: int(v, "max-new-tokens", 16, 1),
+        count: int(v, "count", byDefault("count"), 1), steps: int(v, "steps", byDefault("steps"), 0), maxNewTokens: int(v, "max-new-tokens", byDefault("max-new-tokens"), 1),
         signal: abort.signal,
         onProgress: (i, n, e) => {
           bar.update(i + e.step / e.steps, n, `R ${i + 1}/${n}  ${e.vectorStepsPerSecond.toFixed(1)} vector-steps/s  ETA ${formatSeconds(e.etaSeconds)} (this R)`);
         },
       });
       bar.done();
-      printCalibration(model, c, int(v, "show", 3, 0));
+      printCalibration(model, c, int(v, "show", byDefault("show"), 0));
     } catch (e) {
       if (e instanceof Error && e.name === "AbortError") throw new DOMException("interrupted", "AbortError");
       throw e;

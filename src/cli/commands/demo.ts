@@ -10,7 +10,7 @@ import { prepareOutputFolder } from "../../io/output-folder.js";
 import { checkDevice, loadModel } from "../../model/model.js";
 import { train } from "../../search/train.js";
 import { flag, int, num, oneOf, str, type Values } from "../args.js";
-import type { Command } from "../command.js";
+import { defaultChoice, defaultOf, defaultString, modelOptions, type Command, type OptionTable } from "../command.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 import { abortOnSignals, runOrthoWithProgress } from "./ortho.js";
 
@@ -27,33 +27,34 @@ function freeFolderName(base: string): string {
   for (let i = 2; ; i++) if (!existsSync(`${base}-${i}`)) return `${base}-${i}`;
 }
 
+const demoOptions = {
+  out: { type: "string", value: "DIR", default: "melbo-demo", defaultText: "melbo-demo, or melbo-demo-2, … if taken", help: "folder for the two runs, melbo/ and ortho/" },
+  force: { type: "boolean", help: "replace the files melbo writes in a non-empty --out" },
+  candidates: { type: "string", value: "N", default: 4, help: "MELBO: candidate vectors trained" },
+  radius: { type: "string", value: "R", default: DEMO_RADIUS, help: "MELBO: norm of the candidates" },
+  "train-steps": { type: "string", value: "N", default: 100, help: "MELBO: Adam steps per candidate" },
+  count: { type: "string", value: "N", default: 32, help: "MELBO-ortho: vectors to find after the first candidate" },
+  block: { type: "string", value: "B", default: 16, help: "MELBO-ortho: vectors optimised at once" },
+  steps: { type: "string", value: "N", default: 300, help: "MELBO-ortho: Adam steps per block" },
+  projection: { type: "string", value: "post|grad", default: "grad", help: "MELBO-ortho: post projects θ after each step; grad the gradient too" },
+  model: { ...modelOptions.model, required: false, defaultText: "models/default, the embedded default model" },
+  device: modelOptions.device,
+} satisfies OptionTable;
+const byDefault = (key: keyof typeof demoOptions): number => defaultOf(demoOptions, key);
+const PROJECTIONS = ["post", "grad"] as const;
+
 export const demoCommand: Command = {
   name: "demo",
   summary: "MELBO then MELBO-ortho on the embedded default model (models/default)",
-  usage:
-    "melbo demo [--model DIR] [--out DIR [--force]] [--candidates 4] [--radius 16] [--train-steps 100]\n" +
-    "           [--count 32] [--block 16] [--steps 300] [--projection grad|post] [--device cpu|cuda]",
-  options: {
-    model: { type: "string" },
-    out: { type: "string" },
-    force: { type: "boolean" },
-    candidates: { type: "string" },
-    radius: { type: "string" },
-    "train-steps": { type: "string" },
-    count: { type: "string" },
-    block: { type: "string" },
-    steps: { type: "string" },
-    projection: { type: "string" },
-    device: { type: "string" },
-  },
+  options: demoOptions,
   async run(v: Values) {
     const dir = str(v, "model") ?? DEFAULT_MODEL_DIR;
     if (!existsSync(join(dir, "config.json"))) {
       throw new MelboError("the embedded default model is missing: run `bash scripts/setup.sh`", { file: dir });
     }
-    const device = checkDevice(str(v, "device") ?? "cpu");
+    const device = checkDevice(str(v, "device") ?? defaultString(demoOptions, "device"));
     // The default folder never replaces an earlier demo: melbo-demo, melbo-demo-2, …
-    const out = resolve(str(v, "out") ?? freeFolderName("melbo-demo"));
+    const out = resolve(str(v, "out") ?? freeFolderName(defaultString(demoOptions, "out")));
     const force = flag(v, "force");
     // The folder itself (a non-empty one needs --force), then its two runs.
     for (const dir of [out, join(out, "melbo"), join(out, "ortho")]) await prepareOutputFolder(dir, { kind: "run", flag: "--out", force });
@@ -64,10 +65,10 @@ export const demoCommand: Command = {
       process.stdout.write(`model ${dir}: ${model.config.numLayers} blocks, d ${model.hidden}; prompt "${PROMPT}" (${tokens.length} tokens)\n`);
 
       // 1. MELBO: a few orthogonal candidates, steered at block 8, measured at block 16.
-      const candidates = int(v, "candidates", 4, 1);
+      const candidates = int(v, "candidates", byDefault("candidates"), 1);
       const bar = new ProgressBar("melbo train");
       const trained = await train(model, {
-        prompts: [tokens], count: candidates, radius: num(v, "radius", DEMO_RADIUS), steps: int(v, "train-steps", 100, 1),
+        prompts: [tokens], count: candidates, radius: num(v, "radius", byDefault("radius")), steps: int(v, "train-steps", byDefault("train-steps"), 1),
         // 10× the original's lr: at d = 256, lr 1e-3 moves θ too little in a demo's 100 steps.
         lr: 0.01,
         source: SOURCE, target: TARGET, out: join(out, "melbo"), signal: abort.signal,
@@ -91,8 +92,8 @@ export const demoCommand: Command = {
         model,
         {
           theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:0`, tokens, prompt: PROMPT,
-          count: int(v, "count", 32, 1), source: SOURCE, target: TARGET, block: int(v, "block", 16, 1), blockMode: "distinct", seed: 0,
-          steps: int(v, "steps", 300, 0), lr: 0.01, projection: oneOf(v, "projection", ["post", "grad"] as const, "grad"),
+          count: int(v, "count", byDefault("count"), 1), source: SOURCE, target: TARGET, block: int(v, "block", byDefault("block"), 1), blockMode: "distinct", seed: 0,
+          steps: int(v, "steps", byDefault("steps"), 0), lr: 0.01, projection: oneOf(v, "projection", PROJECTIONS, defaultChoice(demoOptions, "projection", PROJECTIONS)),
           lossTolerance: 0, minNorm: 0.1, patience: 10, out: join(out, "ortho"), resume: false,
         },
         abort.signal,

@@ -6,16 +6,20 @@ import { MelboError } from "../../errors.js";
 import { getThreads } from "../../native.js";
 import { kernelCpuFlags } from "../../util/cpu.js";
 import { str, type Values } from "../args.js";
-import { modelOptions, type Command } from "../command.js";
+import { defaultString, modelOptions, type Command, type OptionTable } from "../command.js";
 import { modelFromArgs } from "../common.js";
+
+const infoOptions = {
+  ...modelOptions,
+  rows: { type: "string", value: "N1,N2,…", default: "26,104,416,1664", help: "row counts, B vectors × T tokens, to show the kernels at" },
+} satisfies OptionTable;
 
 export const infoCommand: Command = {
   name: "info",
   summary: "a checkpoint's shape, and the kernel each matrix product takes on this machine",
-  usage: "melbo info --model DIR [--dtype f32|bf16] [--device cpu|cuda] [--rows 26,104,416,1664]",
-  options: { ...modelOptions, rows: { type: "string" } },
+  options: infoOptions,
   async run(v: Values) {
-    const rowsText = str(v, "rows") ?? "26,104,416,1664";
+    const rowsText = str(v, "rows") ?? defaultString(infoOptions, "rows");
     const rows = rowsText.split(",").map(Number);
     if (!rows.every((r) => Number.isInteger(r) && r >= 1)) throw new MelboError(`--rows must be positive integers, got "${rowsText}"`);
     const model = await modelFromArgs(v, { blocks: { from: 0, to: 0 }, embedding: false, head: false });

@@ -1,12 +1,11 @@
 import { MelboError } from "../../errors.js";
 import { prepareOutputFolder } from "../../io/output-folder.js";
-import { readVectorRef } from "../../io/vectors.js";
-import { LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
+import { DEFAULT_START_NORM, LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
 import { randomBaseline, relLossStats, type RelLossStats } from "../../eval/ortho-report.js";
 import type { Model } from "../../model/model.js";
 import { UsageError, flag, int, num, oneOf, required, str, type Values } from "../args.js";
-import { modelOptions, promptOptions, type Command } from "../command.js";
-import { modelFromArgs, promptFromArgs } from "../common.js";
+import { defaultChoice, defaultOf, modelOptions, promptOptions, type Command, type OptionTable } from "../command.js";
+import { modelFromArgs, promptFromArgs, vectorsFromArgs } from "../common.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 
 export interface OrthoRunSettings {
@@ -120,43 +119,43 @@ export function abortOnSignals(): { signal: AbortSignal; dispose: () => void } {
   };
 }
 
+const BLOCK_MODES = ["distinct", "legacy"] as const;
+const PROJECTIONS = ["post", "grad"] as const;
+
+const orthoOptions = {
+  ...modelOptions,
+  ...promptOptions,
+  theta: { type: "string", value: "FILE[:row]", required: true, help: "θ0, the vector to copy: a vectors file and its row" },
+  count: { type: "string", value: "N", default: 32, help: "vectors to find after θ0" },
+  source: { type: "string", value: "S", default: 8, help: "block whose output is steered" },
+  target: { type: "string", value: "T", default: 16, help: "block whose output the vectors must reproduce" },
+  block: { type: "string", value: "B", default: 1, help: "vectors optimised at once; 1 = the sequential algorithm" },
+  "block-mode": { type: "string", value: "distinct|legacy", default: "distinct", help: "how rows 2…B start and stay apart; legacy: melbo's old mode" },
+  seed: { type: "string", value: "N", default: 0, help: "seed of rows 2…B's random starts" },
+  "start-norm": { type: "string", value: "X", defaultText: `${DEFAULT_START_NORM}; legacy block mode: θ0 itself`, help: "norm of rows 2…B's random starts, × ‖θ0‖" },
+  steps: { type: "string", value: "N", default: 1000, help: "Adam steps per vector, or per block" },
+  lr: { type: "string", value: "X", default: 0.01, help: "Adam learning rate" },
+  projection: { type: "string", value: "post|grad", default: "post", help: "post: project θ after each step (seed-exact); grad: the gradient too" },
+  "loss-tol": { type: "string", value: "X", default: 0, defaultText: "0 = off", help: "end a vector's steps once its loss is ≤ X" },
+  "min-norm": { type: "string", value: "X", default: 0.1, help: "a vector below this norm counts towards --patience" },
+  patience: { type: "string", value: "N", default: 10, help: "stop after N vectors in a row below --min-norm" },
+  out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, row 0 = θ0, and log.jsonl" },
+  resume: { type: "boolean", help: "continue the run saved in --out" },
+  force: { type: "boolean", help: "replace the run saved in --out" },
+} satisfies OptionTable;
+const byDefault = (key: keyof typeof orthoOptions): number => defaultOf(orthoOptions, key);
+
 export const orthoCommand: Command = {
   name: "ortho",
   summary: "MELBO-ortho: many orthogonal steering vectors that reproduce θ0's effect at the target block",
-  usage:
-    "melbo ortho --model DIR --theta FILE[:row] --prompt TEXT [--raw] [--count 32] [--source 8 --target 16]\n" +
-    "            [--block B] [--block-mode distinct|legacy] [--seed 0] [--start-norm 0.01]\n" +
-    "            [--steps 1000] [--lr 0.01]\n" +
-    "            [--projection post|grad] [--loss-tol X]\n" +
-    "            [--min-norm 0.1 --patience 10] [--dtype f32|bf16] --out OUT [--resume | --force]",
-  options: {
-    ...modelOptions,
-    ...promptOptions,
-    theta: { type: "string" },
-    count: { type: "string" },
-    source: { type: "string" },
-    target: { type: "string" },
-    block: { type: "string" },
-    "block-mode": { type: "string" },
-    seed: { type: "string" },
-    "start-norm": { type: "string" },
-    steps: { type: "string" },
-    lr: { type: "string" },
-    projection: { type: "string" },
-    "loss-tol": { type: "string" },
-    "min-norm": { type: "string" },
-    patience: { type: "string" },
-    out: { type: "string" },
-    resume: { type: "boolean" },
-    force: { type: "boolean" },
-  },
+  options: orthoOptions,
   async run(v: Values) {
     // Every flag is read and checked first: a mistake is reported before the output folder is
     // touched or the model loaded.
     const thetaRef = required(v, "theta");
     const out = required(v, "out");
-    const source = int(v, "source", 8, 0);
-    const target = int(v, "target", 16, 0);
+    const source = int(v, "source", byDefault("source"), 0);
+    const target = int(v, "target", byDefault("target"), 0);
     if (source >= target) throw new MelboError(`--source ${source} must come before --target ${target}`);
     // Unset: the library's default (DEFAULT_START_NORM; the legacy mode's starts are θ0 itself).
     const startNorm = str(v, "start-norm") === undefined ? undefined : num(v, "start-norm", 0);
@@ -164,20 +163,20 @@ export const orthoCommand: Command = {
     const resume = flag(v, "resume"), force = flag(v, "force");
     if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
     const search = {
-      thetaRef, prompt: str(v, "prompt") ?? "", count: int(v, "count", 32, 1), source, target,
-      block: int(v, "block", 1, 1), blockMode: oneOf(v, "block-mode", ["distinct", "legacy"] as const, "distinct"), seed: int(v, "seed", 0, 0),
-      ...(startNorm !== undefined ? { startNorm } : {}), steps: int(v, "steps", 1000, 1), lr: num(v, "lr", 0.01),
-      projection: oneOf(v, "projection", ["post", "grad"] as const, "post"),
-      lossTolerance: num(v, "loss-tol", 0), minNorm: num(v, "min-norm", 0.1), patience: int(v, "patience", 10, 1),
+      thetaRef, prompt: str(v, "prompt") ?? "", count: int(v, "count", byDefault("count"), 1), source, target,
+      block: int(v, "block", byDefault("block"), 1), blockMode: oneOf(v, "block-mode", BLOCK_MODES, defaultChoice(orthoOptions, "block-mode", BLOCK_MODES)),
+      seed: int(v, "seed", byDefault("seed"), 0),
+      ...(startNorm !== undefined ? { startNorm } : {}), steps: int(v, "steps", byDefault("steps"), 1), lr: num(v, "lr", byDefault("lr")),
+      projection: oneOf(v, "projection", PROJECTIONS, defaultChoice(orthoOptions, "projection", PROJECTIONS)),
+      lossTolerance: num(v, "loss-tol", byDefault("loss-tol")), minNorm: num(v, "min-norm", byDefault("min-norm")), patience: int(v, "patience", byDefault("patience"), 1),
       out, resume,
     };
+    const theta = await vectorsFromArgs(v, "theta", thetaRef, true);
     await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
     const abort = abortOnSignals();
     try {
       const tokens = promptFromArgs(model, v);
-      const theta = await readVectorRef(thetaRef, model.hidden);
-      if (theta.n !== 1) throw new MelboError(`--theta needs one vector: add :row (the file has ${theta.n})`, { file: theta.file });
       await runOrthoWithProgress(
         model,
         { ...search, theta0: theta.data, tokens },

@@ -2,9 +2,9 @@ import { prepareOutputFolder } from "../../io/output-folder.js";
 import { readCheckpoint } from "../../model/checkpoint.js";
 import type { Model } from "../../model/model.js";
 import { parsePositions, type Positions } from "../../search/positions.js";
-import { train, trainBlocks, type TrainResult } from "../../search/train.js";
+import { defaultBlocks, train, trainBlocks, type TrainResult } from "../../search/train.js";
 import { flag, int, num, required, str, UsageError, type Values } from "../args.js";
-import { modelOptions, promptOptions, type Command } from "../command.js";
+import { defaultOf, defaultString, modelOptions, promptOptions, type Command, type OptionTable } from "../command.js";
 import { modelFromArgs } from "../common.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 import { abortOnSignals } from "./ortho.js";
@@ -13,15 +13,15 @@ import { abortOnSignals } from "./ortho.js";
 export const trainingOptions = {
   ...modelOptions,
   ...promptOptions,
-  prompt: { type: "string", multiple: true },
-  p: { type: "string" },
-  q: { type: "string" },
-  source: { type: "string" },
-  target: { type: "string" },
-  positions: { type: "string" },
-  steps: { type: "string" },
-  seed: { type: "string" },
-} as const;
+  prompt: { ...promptOptions.prompt, multiple: true, help: "an example prompt, wrapped in the model's chat template" },
+  p: { type: "string", value: "X", default: 2, help: "F = Σ_prompts (Σ_positions ‖change‖^p)^(1/q)" },
+  q: { type: "string", value: "X", defaultText: "p", help: "see --p" },
+  // defaultBlocks(L): 7 and L − 9, read at L = 0 to show them.
+  source: { type: "string", value: "S", defaultText: `${defaultBlocks(0).source}`, help: "block whose output is steered" },
+  target: { type: "string", value: "T", defaultText: `L${defaultBlocks(0).target}, L = the model's blocks`, help: "block whose change is maximised" },
+  positions: { type: "string", value: "all|last:K|i,j,…", default: "all", help: "prompt positions the change is summed over" },
+  seed: { type: "string", value: "N", default: 0, help: "vector k starts from randn with seed + k" },
+} satisfies OptionTable;
 
 export interface TrainingArgs {
   prompts: string[];
@@ -40,12 +40,12 @@ export function trainingArgs(v: Values): TrainingArgs {
   const q = str(v, "q");
   return {
     prompts,
-    p: num(v, "p", 2),
+    p: num(v, "p", defaultOf(trainingOptions, "p")),
     q: q === undefined ? undefined : num(v, "q", 2),
     source: str(v, "source") === undefined ? undefined : int(v, "source", 0),
     target: str(v, "target") === undefined ? undefined : int(v, "target", 0),
-    positions: parsePositions(str(v, "positions") ?? "all"),
-    seed: int(v, "seed", 0, 0),
+    positions: parsePositions(str(v, "positions") ?? defaultString(trainingOptions, "positions")),
+    seed: int(v, "seed", defaultOf(trainingOptions, "seed"), 0),
   };
 }
 
@@ -76,24 +76,24 @@ function printSummary(r: TrainResult, out: string): void {
   process.stdout.write(lines.join("\n"));
 }
 
+const trainOptions = {
+  ...trainingOptions,
+  count: { type: "string", value: "N", required: true, help: "vectors to train" },
+  radius: { type: "string", value: "R", required: true, help: "norm of every vector; `melbo calibrate` helps to choose it" },
+  steps: { type: "string", value: "N", default: 300, help: "Adam steps per vector" },
+  lr: { type: "string", value: "X", default: 1e-3, help: "Adam learning rate" },
+  independent: { type: "boolean", help: "train the vectors independently, in batches, not each orthogonal to the earlier ones" },
+  batch: { type: "string", value: "N", default: 32, help: "vectors per batch, with --independent" },
+  out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, log.jsonl" },
+  resume: { type: "boolean", help: "continue the run saved in --out" },
+  force: { type: "boolean", help: "replace the run saved in --out" },
+} satisfies OptionTable;
+const byDefault = (key: keyof typeof trainOptions): number => defaultOf(trainOptions, key);
+
 export const trainCommand: Command = {
   name: "train",
   summary: "MELBO: train steering vectors that maximise the change at a later block (no labels)",
-  usage:
-    "melbo train --model DIR --prompt TEXT [--prompt TEXT …] [--raw] [--system TEXT] --count N --radius R\n" +
-    "            [--p 2 --q 2] [--source 7 --target L-9] [--positions all|last:K|i,j,…] [--steps 300]\n" +
-    "            [--independent [--batch 32]] [--seed 0] [--lr 0.001] [--dtype f32|bf16] --out OUT [--resume | --force]",
-  options: {
-    ...trainingOptions,
-    count: { type: "string" },
-    radius: { type: "string" },
-    independent: { type: "boolean" },
-    batch: { type: "string" },
-    lr: { type: "string" },
-    out: { type: "string" },
-    resume: { type: "boolean" },
-    force: { type: "boolean" },
-  },
+  options: trainOptions,
   async run(v: Values) {
     const out = required(v, "out");
     const a = trainingArgs(v);
@@ -105,7 +105,7 @@ export const trainCommand: Command = {
     if (!independent && str(v, "batch") !== undefined) throw new UsageError("--batch applies to --independent training only");
     const resume = flag(v, "resume"), force = flag(v, "force");
     if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
-    const steps = int(v, "steps", 300, 0), batch = int(v, "batch", 32, 1), lr = num(v, "lr", 1e-3);
+    const steps = int(v, "steps", byDefault("steps"), 0), batch = int(v, "batch", byDefault("batch"), 1), lr = num(v, "lr", byDefault("lr"));
     const { source, target } = await blocksFromArgs(v, a);
     await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
