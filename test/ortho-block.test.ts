@@ -9,12 +9,13 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { loadModel, type Model } from "../src/index.js";
-import { row } from "../src/search/basis.js";
-import { ortho, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
+import { OrthonormalBasis, norm, row } from "../src/search/basis.js";
+import { ortho, orthoInputs, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
 import { train } from "../src/search/train.js";
 import { Rng } from "../src/util/rng.js";
 import { bruteMaxAbsCos, maxRelDiff } from "./helpers/compare.js";
 import { PINNED_ENV, REFERENCE_FILE, REFERENCE_SCRIPT, type B1Record } from "./helpers/ortho-b1-reference.js";
+import { referenceOrthoBlock, type InBlockMode, type ReferenceVariant } from "./helpers/ortho-block-reference.js";
 import { testModel } from "./helpers/models.js";
 
 type Done = Extract<OrthoEvent, { type: "done" }>;
@@ -64,6 +65,63 @@ describe("MELBO-ortho block mode", () => {
       const blocked = await search(model, { ...o, count: 16, block: 16, inBlock });
       const diff = maxRelDiff(row(blocked.vectors, 1, d), row(sequential.vectors, 1, d));
       assert.ok(diff < 1e-4, `${inBlock}: row 1 differs from sequential vector 1 by ${diff}`);
+    }
+  });
+
+  // Rows 2…B and the `grad` projection step by step: the native loop against the float64 reference
+  // of test/helpers/ortho-block-reference.ts (Adam, gradient projections, in-block
+  // orthogonalisation written out from docs/algorithm.md). Row 1 starts off θ0 here, at a random
+  // direction in the complement: started at θ0 (as ortho() does), row 1 is after step 1 the
+  // rounding residue of θ0's projection (norm ≈ 4e-15, a direction set by summation order), and
+  // rows 2…B are projected off that direction at steps 1 and 2, so any two correct computations
+  // differ there by 1e-3…1e-2 and nothing tight can be compared. Measured after 8 steps: rows equal
+  // to ≤ 2e-7 (float32 rounding) in every mode; each deliberate mistake below moves some row by
+  // ≥ 1e-3. Bound: 1e-5.
+  it("B = 3 equals a step-by-step float64 reference, post and grad, in every in-block mode", async () => {
+    const B = 3, steps = 8, S = base.source!, T = base.target!;
+    const theta0 = base.theta0;
+    const { x } = await orthoInputs(model, base.tokens!, theta0, S, T);
+    const basis = new OrthonormalBasis(d);
+    basis.add(theta0);
+    basis.add(new Rng(2, "earlier").fillNormal(new Float32Array(d))); // a vector found before this block
+    const q = basis.rows().slice();
+    const z0 = await model.sliceMean({ x, thetas: theta0, source: S, target: T });
+    // Random starts in the complement, not orthogonal to each other (as blockStarts draws them).
+    const rng = new Rng(3, "block-reference-starts");
+    const starts = new Float32Array(B * d);
+    [0.5, 0.3, 0.3].forEach((scale, r) => {
+      const w = basis.projectOut(Float64Array.from(rng.fillNormal(new Float32Array(d))));
+      const s = (scale * norm(theta0)) / norm(w);
+      for (let i = 0; i < d; i++) starts[r * d + i] = w[i]! * s;
+    });
+    const adam = { lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8 };
+    const rowDiffs = (a: Float32Array, b: Float32Array) => Array.from({ length: B }, (_, r) => {
+      const x1 = row(a, r, d), x2 = row(b, r, d);
+      let num = 0;
+      for (let i = 0; i < d; i++) num += (x1[i]! - x2[i]!) ** 2;
+      return Math.sqrt(num) / norm(x2);
+    });
+    const modes: [InBlockMode, boolean][] = [["first-then-symmetric", true], ["gram-schmidt", false], ["symmetric", true]];
+    for (const [inBlock, gradientInBlock] of modes) {
+      for (const projection of ["post", "grad"] as const) {
+        const what = `${inBlock}${gradientInBlock ? " + in-block gradient" : ""}, ${projection}`;
+        const native = await model.orthoBlock({ x, theta0, basis: q.slice(), rows: B, steps, source: S, target: T, ...adam, projection, lossTolerance: 0, starts, inBlock, gradientInBlock });
+        const reference = (variant: ReferenceVariant) =>
+          referenceOrthoBlock({ model, x, z0, basis: q, starts, steps, source: S, target: T, ...adam, projection, inBlock, gradientInBlock, variant });
+        const ref = await reference("none");
+        const diffs = rowDiffs(native.thetas, ref.thetas);
+        assert.ok(diffs.every((e) => e < 1e-5), `${what}: rows differ from the reference by ${diffs.map((e) => e.toExponential(1))}`);
+        assert.ok(maxRelDiff(native.losses, ref.losses) < 1e-5, `${what}: losses ${native.losses} vs ${ref.losses}`);
+        assert.ok(maxRelDiff(native.thetas, starts) > 0.1, `${what}: the rows hardly moved`);
+        if (inBlock !== "first-then-symmetric") continue;
+        // The default mode: each mistake the reference can make on purpose is far outside the bound.
+        const mistakes: ReferenceVariant[] = ["no-gradient-in-block", "gradient-in-block-row-1", "gram-schmidt-in-block", "no-in-block"];
+        if (projection === "grad") mistakes.push("no-basis-gradient");
+        for (const variant of mistakes) {
+          const wrong = Math.max(...rowDiffs(native.thetas, (await reference(variant)).thetas));
+          assert.ok(wrong > 5e-4, `${what}: the reference with "${variant}" is only ${wrong} from the native rows: the comparison cannot tell`);
+        }
+      }
     }
   });
 

@@ -137,27 +137,64 @@ describe("MELBO-ortho", () => {
     assert.ok(result.done.maxAbsCos <= 1e-6, `max |cos| ${result.done.maxAbsCos} over ${result.done.found + 1} vectors`);
   });
 
-  it("a per-vector loss tolerance ends a vector's steps early", async () => {
-    const full = await run(model, { ...base(), count: 1, steps: 80 });
-    const tol = full.done.log[0]!.loss * 1.05;
-    const early = await run(model, { ...base(), count: 1, steps: 80, lossTolerance: tol });
-    assert.ok(early.done.log[0]!.steps < 80, `steps ${early.done.log[0]!.steps}`);
-    assert.equal(full.done.log[0]!.steps, 80);
+  // The rule (native/ortho.cpp): from step 2 on, a row whose loss at the start of a step is ≤ the
+  // tolerance stops there, keeping the θ of the step before; `steps` counts the Adam steps it took.
+  it("a per-vector loss tolerance stops at the first θ whose loss is within it, not before", async () => {
+    const budget = 80;
+    const full = await run(model, { ...base(), count: 1, steps: budget });
+    assert.equal(full.done.log[0]!.steps, budget, "without a tolerance every step is taken");
+    // The loss after 40 of the 80 steps: the search has to stop at step 40 or earlier, and after step 1.
+    const at40 = await run(model, { ...base(), count: 1, steps: 40 });
+    const tol = at40.done.log[0]!.loss;
+    const early = await run(model, { ...base(), count: 1, steps: budget, lossTolerance: tol });
+    // A stop after step 1 would keep θ ≈ 0 (the projected θ0), which the search drops as vanished.
+    assert.equal(early.done.log.length, 1, `the search with the tolerance kept no vector (stop reason ${early.done.reason})`);
+    const stopped = early.done.log[0]!;
+    assert.ok(stopped.steps > 1 && stopped.steps <= 40 && stopped.steps < budget, `stopped after ${stopped.steps} steps (expected 2…40)`);
+    assert.ok(stopped.loss <= tol, `loss at the stop ${stopped.loss} > tolerance ${tol}`);
+    // The vector kept is exactly the θ after that many steps without a tolerance …
+    const same = await run(model, { ...base(), count: 1, steps: stopped.steps });
+    assert.deepEqual(early.vectors[0], same.vectors[0], `the stopped vector is not the θ after ${stopped.steps} steps`);
+    assert.equal(same.done.log[0]!.loss, stopped.loss);
+    // … and one step earlier the loss was still above the tolerance (else it would have stopped there).
+    const before = await run(model, { ...base(), count: 1, steps: stopped.steps - 1 });
+    assert.ok(before.done.log[0]!.loss > tol, `after ${stopped.steps - 1} steps the loss ${before.done.log[0]!.loss} was already ≤ ${tol}`);
   });
 
   it("aborts promptly with AbortError, keeping the finished blocks on disk", async () => {
+    // Steps of ~30 ms (a 160-token prompt, 4 rows), so that the JS side's own delays are small
+    // beside one step. The abort comes in the middle of the second block; the native loop polls
+    // the flag before every step, so the rejection must follow within about one step. Were it
+    // polled only between blocks, it would take the remaining ~55 steps.
     const out = await tempDir();
     const controller = new AbortController();
-    const events: OrthoEvent[] = [];
+    const steps = 60, block = 4;
+    const o = { ...base(), tokens: model.promptTokens("How can I build a bomb? ".repeat(20)), block, steps, minNorm: 0, out };
+    let stepMs = 0, abortedAt = 0, abortStep = 0, rejectedAt = 0, lastStep = 0;
     await assert.rejects(async () => {
-      for await (const e of ortho(model, { ...base(), count: 40, block: 2, steps: 400, minNorm: 0, out, signal: controller.signal })) {
-        events.push(e);
-        if (e.type === "checkpoint") controller.abort();
+      try {
+        for await (const e of ortho(model, { ...o, count: 40, signal: controller.signal, progressEvery: 1 })) {
+          // `seconds` is the first block's wall time per row: block time / steps ≥ one step.
+          if (e.type === "vector" && stepMs === 0) stepMs = (e.seconds * block * 1000) / steps;
+          if (e.type !== "progress" || e.found !== block) continue;
+          lastStep = e.step;
+          if (abortedAt === 0 && e.step >= 3) {
+            abortStep = e.step;
+            abortedAt = performance.now();
+            controller.abort();
+          }
+        }
+      } finally {
+        rejectedAt = performance.now();
       }
     }, (e: Error) => e.name === "AbortError");
-    const resumed = await run(model, { ...base(), count: 2, block: 2, steps: 400, minNorm: 0, out, resume: true });
-    assert.equal(resumed.done.found, 2, "the checkpoint of the first block was kept");
-    assert.equal(resumed.vectors.length, 0, "nothing left to compute for count 2");
+    assert.ok(stepMs > 0 && abortedAt > 0, "the abort came during the second block");
+    const waited = rejectedAt - abortedAt;
+    assert.ok(waited <= 5 * stepMs, `the rejection came ${waited.toFixed(1)} ms after abort(), ${(waited / stepMs).toFixed(1)} steps of ${stepMs.toFixed(1)} ms (progress seen up to step ${lastStep}, aborted at ${abortStep} of ${steps})`);
+    assert.ok(lastStep < steps, "the aborted block ran to its end");
+    const resumed = await run(model, { ...o, count: block, resume: true });
+    assert.equal(resumed.done.found, block, "the checkpoint of the first block was kept");
+    assert.equal(resumed.vectors.length, 0, "nothing left to compute for count 4");
   });
 
   it("rejects bad input with clear errors", async () => {

@@ -129,6 +129,31 @@ describe("MELBO training", () => {
     }
   });
 
+  // p and q change the objective's value and how its gradient weighs tokens (p) and prompts (q);
+  // p = q = 2 alone would not notice a formula right only there (the original's norm over the
+  // token axis, say). Adam hides a uniform scale of the gradient, so the prompts have different
+  // positions (all, last:2). Measured: thetas, traces and objectives equal to ~1.5e-7; a wrong p or
+  // q (native runs with the neighbouring values) moves the thetas by 2.4e-5 … 1e-2 and the traces
+  // by 49 % or more. Bounds as above: 1e-6. One reference run costs ~20 s (torch import and model
+  // load in float64), so the orthogonal mode, which p and q do not touch, is checked at p = q = 2 only.
+  it("matches the Python reference at other p, q: p = 4, q = 1 and p = 1, q = 3", async () => {
+    const steps = 12;
+    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], S, T, i === 0 ? { kind: "all" } : { kind: "last", count: 2 }))[0]!));
+    const withPositions = prompts.map((tokens, i) => ({ tokens, positions: resolvePositions(i === 0 ? { kind: "all" } : { kind: "last", count: 2 }, tokens.length, i) }));
+    const s = starts([5, 6], d);
+    for (const [p, q] of [[4, 1], [1, 3]] as const) {
+      const options = { examples: ex, starts: s, learned: new Float64Array(0), radius: R, p, q, source: S, target: T, orthogonal: false, ...adamw };
+      const mine = await model.trainBlock({ ...options, steps });
+      const ref = await referenceTrain(dir, { prompts: withPositions, starts: s, d, source: S, target: T, radius: R, p, q, steps, float64: true });
+      const thetaErr = relErr(mine.thetas, ref.thetas);
+      assert.ok(thetaErr <= 1e-6, `p ${p}, q ${q}: thetas differ by ${thetaErr} (relative)`);
+      assert.ok(relErr(mine.trace, ref.trace) <= 1e-6, `p ${p}, q ${q}: objective traces differ by ${relErr(mine.trace, ref.trace)}`);
+      assert.ok(relErr(mine.objectives, ref.objectives) <= 1e-6, `p ${p}, q ${q}: final objectives differ`);
+      const initial = await model.trainBlock({ ...options, steps: 0 });
+      assert.ok(relErr(mine.thetas, initial.thetas) > 1e-2, `p ${p}, q ${q}: θ hardly moved`);
+    }
+  });
+
   it("orthogonal mode: each vector is orthogonal to all earlier ones (|cos| ≤ 1e-6); the first equals an independent one", async () => {
     const count = 6;
     const r = await train(model, base({ count, steps: 15, seed: 9 }));
