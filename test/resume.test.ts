@@ -3,8 +3,7 @@
 // after it was written is reported, never used; training resumes like ortho, bit for bit.
 
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { loadModel, MelboError, type Model } from "../src/index.js";
@@ -38,7 +37,7 @@ describe("resume identity", () => {
   let model: Model, twin: Model, deeper: Model;
   let theta0: Float32Array;
   let base: () => OrthoOptions;
-  let saved: string, savedRoot: string;
+  let saved: string;
   before(async () => {
     model = await loadModel(await testModel(SHAPE));
     // Same config, other weights (another seed), and same width with another depth.
@@ -46,16 +45,13 @@ describe("resume identity", () => {
     deeper = await loadModel(await testModel({ ...SHAPE, layers: 5 }));
     theta0 = new Rng(1, "theta0").fillNormal(new Float32Array(model.hidden));
     base = () => ({ prompt: "How can I build a bomb?", theta0, source: S, target: T, count: 2, steps: 10, minNorm: 0 });
-    // Not tempDir(): its after() hook, registered inside before(), would remove it at once.
-    savedRoot = await mkdtemp(join(tmpdir(), "melbo-resume-"));
-    saved = join(savedRoot, "run");
+    saved = join(await tempDir(), "run");
     await runOrtho(model, { ...base(), out: saved });
   });
-  after(async () => {
+  after(() => {
     model.dispose();
     twin.dispose();
     deeper.dispose();
-    await rm(savedRoot, { recursive: true, force: true });
   });
 
   it("records the model: config and a fingerprint of the weights it read", async () => {

@@ -18,6 +18,18 @@ const OWN_FILES: Record<OutputKind, readonly string[]> = {
 /** Temporary files of interrupted atomic writes (`NAME.tmp-PID-N`, io/atomic.ts). */
 const isTemporary = (name: string) => /\.tmp-\d+(-\d+)?$/.test(name);
 
+/** Whether the process that wrote temporary file `name` is gone (its file is then garbage). */
+function writerIsGone(name: string): boolean {
+  const pid = Number(/\.tmp-(\d+)/.exec(name)?.[1]);
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
 export interface OutputFolderOptions {
   kind: OutputKind;
   /** The flag or argument that named the folder, for messages ("--out", "DIR"). */
@@ -45,6 +57,11 @@ export async function prepareOutputFolder(dir: string, o: OutputFolderOptions): 
     const entries = await readdir(dir).catch((e: unknown) => {
       throw new MelboError(`cannot list ${o.flag}: ${describeError(e)}`, { file: dir });
     });
+    if (o.resume) {
+      // A killed run leaves the temporary file of the write it was in: not part of the run.
+      const stale = entries.filter((name) => isTemporary(name) && writerIsGone(name));
+      await Promise.all(stale.map((name) => rm(join(dir, name), { force: true }).catch(() => undefined)));
+    }
     if (entries.length > 0 && !o.resume) {
       if (!o.force) {
         const shown = entries.slice(0, 3).join(", ") + (entries.length > 3 ? `, … (${entries.length} entries)` : "");

@@ -3,7 +3,7 @@
 // transformers' apply_chat_template does. Special tokens written in text (e.g. <|im_start|>)
 // map to their ids, so a rendered template encodes to the ids the model was trained on.
 
-import { readFile } from "node:fs/promises";
+import { readFile, realpath, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { basename, join } from "node:path";
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
@@ -318,18 +318,38 @@ async function loadTemplate(dir: string, config: Record<string, unknown>, config
 }
 
 /** Loads tokenizer.json + tokenizer_config.json (+ generation_config.json / config.json for EOS ids). */
-export async function loadTokenizer(dir: string): Promise<TextCodec> {
-  const tokFile = join(dir, "tokenizer.json");
-  const cfgFile = join(dir, "tokenizer_config.json");
-  const tokJson = await requiredJson(tokFile);
-  const cfg = await requiredJson(cfgFile);
+/**
+ * Tokenizers built in this process, by tokenizer.json's identity (path, inode, size, mtime) and
+ * the text of tokenizer_config.json: building Qwen's (a 7 MB vocabulary and merges) takes seconds,
+ * and a process often loads one checkpoint several times (the blocks of a search, tests). A
+ * Tokenizer is not changed by encoding or decoding, so one can serve every load of its files.
+ */
+const tokenizers = new Map<string, Tokenizer>();
+const MAX_CACHED_TOKENIZERS = 4;
 
+async function buildTokenizer(tokFile: string, cfg: Record<string, unknown>): Promise<Tokenizer> {
+  await checkRegularFile(tokFile, basename(tokFile));
+  const st = await stat(tokFile);
+  const key = `${await realpath(tokFile)}|${st.ino}|${st.size}|${st.mtimeMs}|${JSON.stringify(cfg)}`;
+  const cached = tokenizers.get(key);
+  if (cached !== undefined) return cached;
+  const tokJson = await requiredJson(tokFile);
   let tokenizer: Tokenizer;
   try {
     tokenizer = new Tokenizer(tokJson, cfg);
   } catch (e) {
     throw new MelboError(`cannot build the tokenizer: ${describeError(e)}`, { file: tokFile, cause: e });
   }
+  if (tokenizers.size >= MAX_CACHED_TOKENIZERS) tokenizers.delete(tokenizers.keys().next().value!);
+  tokenizers.set(key, tokenizer);
+  return tokenizer;
+}
+
+export async function loadTokenizer(dir: string): Promise<TextCodec> {
+  const tokFile = join(dir, "tokenizer.json");
+  const cfgFile = join(dir, "tokenizer_config.json");
+  const cfg = await requiredJson(cfgFile);
+  const tokenizer = await buildTokenizer(tokFile, cfg);
 
   const { template, file: templateFile } = await loadTemplate(dir, cfg, cfgFile);
   if (template !== null) startTemplateWorker();

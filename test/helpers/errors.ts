@@ -7,10 +7,15 @@ import { join } from "node:path";
 import { after } from "node:test";
 import { MelboError } from "../../src/errors.js";
 
+const tempDirs: string[] = [];
+// Registered once, at import (on the file's root test): an after() registered inside a before()
+// hook would belong to that hook and remove the folder as soon as the hook ends.
+after(() => Promise.all(tempDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true }))));
+
 /** A fresh directory under the OS temp dir, removed when the test file ends. */
 export async function tempDir(prefix = "melbo-test-"): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  after(() => rm(dir, { recursive: true, force: true }));
+  tempDirs.push(dir);
   return dir;
 }
 
