@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { MelboError } from "../src/errors.js";
-import { prepareOutputFolder } from "../src/io/output-folder.js";
+import { prepareOutputFile, prepareOutputFolder } from "../src/io/output-folder.js";
 import { writeVectors } from "../src/io/vectors.js";
 import { Rng } from "../src/util/rng.js";
 import { cli } from "./helpers/cli.js";
@@ -20,6 +20,21 @@ describe("output folders", () => {
     work = await mkdtemp(join(tmpdir(), "melbo-out-"));
   });
   after(() => rm(work, { recursive: true, force: true }));
+
+  it("an output file: refused when it names a folder or its folder is missing or a file", async () => {
+    const refused = async (file: string, pattern: RegExp) => {
+      await assert.rejects(prepareOutputFile(file, "--out"), (e: unknown) => e instanceof MelboError && pattern.test(e.message));
+    };
+    await refused(work, /--out names a folder, not a file/);
+    await refused(join(work, "missing", "x.safetensors"), /missing: the folder of --out does not exist/);
+    const file = join(work, "plain");
+    await writeFile(file, "x");
+    await refused(join(file, "x.safetensors"), /plain: the folder of --out is a file/);
+    const ok = join(work, "ok.safetensors");
+    await prepareOutputFile(ok, "--out");
+    assert.ok(!existsSync(ok), "nothing is written yet");
+    assert.ok(!(await readdir(work)).some((n) => n.includes(".tmp-")), "the write probe is removed");
+  });
 
   it("creates a missing folder (and its parents) and accepts an empty one", async () => {
     const fresh = join(work, "a", "b", "run");

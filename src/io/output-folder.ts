@@ -4,7 +4,7 @@
 // continues the run in it, --force replaces melbo's own files in it (nothing else is deleted).
 
 import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { MelboError, describeError } from "../errors.js";
 
 /** What the folder is for: a search run (vectors + log) or a model checkpoint. */
@@ -85,5 +85,25 @@ export async function prepareOutputFolder(dir: string, o: OutputFolderOptions): 
     await rm(probe, { force: true });
   } catch (e) {
     throw new MelboError(`cannot write in ${o.flag}: ${describeError(e)}`, { file: dir });
+  }
+}
+
+/**
+ * Checks where an output file will go, before any compute: not a folder, in a folder that
+ * exists and can be written. An existing file is replaced (atomically) when the command ends.
+ */
+export async function prepareOutputFile(file: string, flag: string): Promise<void> {
+  const info = await stat(file).catch(() => null);
+  if (info?.isDirectory()) throw new MelboError(`${flag} names a folder, not a file: give a file name`, { file });
+  const dir = dirname(file);
+  const parent = await stat(dir).catch(() => null);
+  if (parent === null) throw new MelboError(`the folder of ${flag} does not exist: create it first`, { file: dir });
+  if (!parent.isDirectory()) throw new MelboError(`the folder of ${flag} is a file`, { file: dir });
+  const probe = join(dir, `.melbo-write-test.tmp-${process.pid}`);
+  try {
+    await writeFile(probe, "");
+    await rm(probe, { force: true });
+  } catch (e) {
+    throw new MelboError(`cannot write in the folder of ${flag}: ${describeError(e)}`, { file: dir });
   }
 }

@@ -1,6 +1,7 @@
 import { writeSafetensors, type TensorToWrite } from "../../model/safetensors.js";
 import { intList, int, required, str, UsageError, type Values } from "../args.js";
 import { modelOptions, promptOptions, type Command } from "../command.js";
+import { prepareOutputFile } from "../../io/output-folder.js";
 import { modelFromArgs, promptFromArgs, vectorsFromArgs } from "../common.js";
 
 export const forwardCommand: Command = {
@@ -21,6 +22,7 @@ export const forwardCommand: Command = {
     if (steerRef !== undefined && str(v, "at") === undefined) throw new UsageError("--steer needs --at S (the block whose output is steered)");
     if (steerRef === undefined && str(v, "at") !== undefined) throw new UsageError("--at needs --steer FILE[:row] (the vector to add there)");
     const steer = steerRef !== undefined ? { vectors: (await vectorsFromArgs(v, "steer", steerRef, true)).data, at: int(v, "at", -1) } : undefined;
+    await prepareOutputFile(out, "--out");
     const model = await modelFromArgs(v);
     try {
       const tokens = promptFromArgs(model, v);
