@@ -166,8 +166,13 @@ export interface NativeAddon {
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 let addon: NativeAddon | undefined;
 
-/** Path of the built addon (cmake-js output). */
+/**
+ * Path of the built addon (cmake-js output), or the file named by MELBO_ADDON (the sanitizer
+ * build of scripts/test-sanitize.sh, build-sanitize/Release/melbo_native.node).
+ */
 export function addonPath(): string {
+  const chosen = process.env["MELBO_ADDON"];
+  if (chosen !== undefined && chosen !== "") return resolve(chosen);
   return join(packageRoot, "build", "Release", "melbo_native.node");
 }
 
@@ -175,6 +180,7 @@ export function native(): NativeAddon {
   if (addon) return addon;
   const path = addonPath();
   if (!existsSync(path)) {
+    if (process.env["MELBO_ADDON"]) throw new MelboError("MELBO_ADDON names a file that does not exist", { file: path });
     throw new MelboError("the native addon is not built: run `bash scripts/setup.sh` (or `npm run build:native`)", { file: path });
   }
   const loaded = createRequire(import.meta.url)(path) as NativeAddon;
