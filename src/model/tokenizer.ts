@@ -348,6 +348,7 @@ async function buildTokenizer(tokFile: string, cfg: Record<string, unknown>): Pr
 export async function loadTokenizer(dir: string): Promise<TextCodec> {
   const tokFile = join(dir, "tokenizer.json");
   const cfgFile = join(dir, "tokenizer_config.json");
+  await checkRegularFile(tokFile, basename(tokFile)); // the first file named when both are missing
   const cfg = await requiredJson(cfgFile);
   const tokenizer = await buildTokenizer(tokFile, cfg);
 

@@ -42,7 +42,7 @@ export async function readOrthoRun<S>(dir: string): Promise<OrthoRunFiles<S> | n
     const s = run.state as unknown as Record<string, unknown>;
     for (const key of ["found", "dropped", "consecutiveSmall"]) {
       if (!Number.isSafeInteger(s[key]) || (s[key] as number) < 0) {
-        throw new MelboError(`its melbo.state has ${key} ${JSON.stringify(s[key])}, not a count`, { file: join(dir, VECTORS_FILE) });
+        throw new MelboError(`its melbo.state has ${key} ${JSON.stringify(s[key])}, not a count of rows`, { file: join(dir, VECTORS_FILE) });
       }
     }
     if (s["stopReason"] !== null && typeof s["stopReason"] !== "string") {

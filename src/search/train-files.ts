@@ -44,7 +44,7 @@ export async function readTrainRun<S>(dir: string): Promise<TrainRunFiles<S> | n
     const s = run.state as unknown as Record<string, unknown>;
     for (const key of ["rows", "count"]) {
       if (!Number.isSafeInteger(s[key]) || (s[key] as number) < 0) {
-        throw new MelboError(`its melbo.state has ${key} ${JSON.stringify(s[key])}, not a count`, { file: join(dir, VECTORS_FILE) });
+        throw new MelboError(`its melbo.state has ${key} ${JSON.stringify(s[key])}, not a count of rows`, { file: join(dir, VECTORS_FILE) });
       }
     }
   }

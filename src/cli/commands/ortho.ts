@@ -171,8 +171,8 @@ export const orthoCommand: Command = {
       lossTolerance: num(v, "loss-tol", byDefault("loss-tol")), minNorm: num(v, "min-norm", byDefault("min-norm")), patience: int(v, "patience", byDefault("patience"), 1),
       out, resume,
     };
-    const theta = await vectorsFromArgs(v, "theta", thetaRef, true);
     await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
+    const theta = await vectorsFromArgs(v, "theta", thetaRef, true);
     const model = await modelFromArgs(v, { blocks: { to: target }, head: false });
     const abort = abortOnSignals();
     try {
