@@ -181,7 +181,9 @@ export function native(): NativeAddon {
   const path = addonPath();
   if (!existsSync(path)) {
     if (process.env["MELBO_ADDON"]) throw new MelboError("MELBO_ADDON names a file that does not exist", { file: path });
-    throw new MelboError("the native addon is not built: run `bash scripts/setup.sh` (or `npm run build:native`)", { file: path });
+    // A checkout has scripts/setup.sh; an installed package (npm pack ships only the install script) is rebuilt by npm.
+    const howTo = existsSync(join(packageRoot, "scripts", "setup.sh")) ? "run `bash scripts/setup.sh` (or `npm run build:native`)" : "run `npm rebuild melbo` (build/cmake-js.log says why the install's build failed)";
+    throw new MelboError(`the native addon is not built: ${howTo}`, { file: path });
   }
   const loaded = createRequire(import.meta.url)(path) as NativeAddon;
   const envThreads = Number(process.env["MELBO_THREADS"] ?? "");
