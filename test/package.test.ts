@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { consumerLock, type PackageLock } from "./helpers/package-lock.js";
+import { codeBlocks } from "./helpers/readme.js";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const run = promisify(execFile);
@@ -39,14 +40,6 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 /** `unshare -n` (no network at all) when this machine lets us create a network namespace. */
 const noNetwork: string[] = spawnSync("unshare", ["-n", "true"]).status === 0 ? ["unshare", "-n"] : [];
 
-/** The ```js blocks of a README section (as test/readme.test.ts reads them). */
-function codeBlocks(markdown: string, heading: string): string[] {
-  const start = markdown.indexOf(`\n## ${heading}\n`);
-  assert.ok(start >= 0, `README has no "## ${heading}" section`);
-  const end = markdown.indexOf("\n## ", start + 1);
-  const section = markdown.slice(start, end < 0 ? undefined : end);
-  return [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
-}
 
 async function timed<T>(label: string, f: () => Promise<T>): Promise<T> {
   const t0 = Date.now();

@@ -7,17 +7,10 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, it } from "node:test";
+import { codeBlocks } from "./helpers/readme.js";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 
-/** The ```js blocks of a README section. */
-function codeBlocks(markdown: string, heading: string): string[] {
-  const start = markdown.indexOf(`\n## ${heading}\n`);
-  assert.ok(start >= 0, `README has no "## ${heading}" section`);
-  const end = markdown.indexOf("\n## ", start + 1);
-  const section = markdown.slice(start, end < 0 ? undefined : end);
-  return [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
-}
 
 describe("README", () => {
   const runExample = async (code: string): Promise<string> => {

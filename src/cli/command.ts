@@ -59,6 +59,12 @@ export const promptOptions = {
   system: { type: "string", value: "TEXT", defaultText: JSON.stringify(DEFAULT_SYSTEM), group: "prompt", help: "the chat template's system message" },
 } satisfies OptionTable;
 
+/** --resume and --force of the commands that write a run folder (ortho, train); read with resumeOrForce(). */
+export const runFolderFlags = {
+  resume: { type: "boolean", help: "continue the run saved in --out" },
+  force: { type: "boolean", help: "replace the run saved in --out" },
+} satisfies OptionTable;
+
 /** The options as node:util parseArgs takes them (only its own keys). */
 export function parseArgsOptions(table: OptionTable): NonNullable<ParseArgsConfig["options"]> {
   return Object.fromEntries(

@@ -5,7 +5,7 @@ import { readVectorRef } from "../io/vectors.js";
 import { readConfig } from "../model/config.js";
 import { checkDevice, loadModel, type LoadOptions, type Model } from "../model/model.js";
 import { setThreads } from "../native.js";
-import { flag, int, oneOf, required, str, type Values } from "./args.js";
+import { UsageError, flag, int, oneOf, required, str, type Values } from "./args.js";
 import { defaultChoice, defaultOf, defaultString, modelOptions } from "./command.js";
 
 const DTYPES = ["f32", "bf16"] as const;
@@ -35,4 +35,11 @@ export async function vectorsFromArgs(v: Values, flagName: string, ref: string, 
   const vec = await readVectorRef(ref, config.hiddenSize);
   if (single && vec.n !== 1) throw new MelboError(`--${flagName} needs one vector: add :row (the file has ${vec.n})`, { file: vec.file });
   return vec;
+}
+
+/** --resume or --force (runFolderFlags): at most one of them. */
+export function resumeOrForce(v: Values): { resume: boolean; force: boolean } {
+  const resume = flag(v, "resume"), force = flag(v, "force");
+  if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
+  return { resume, force };
 }

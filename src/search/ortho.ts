@@ -8,7 +8,7 @@ import type { InBlockOrthogonalisation } from "../native.js";
 import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm, row } from "./basis.js";
 import { readOrthoRun, writeOrthoRun, type RunState, type VectorLogLine } from "./ortho-files.js";
-import { checkSameModel, promptDifference } from "./resume-check.js";
+import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
 
 export type Projection = "post" | "grad";
 /** Where rows 2…B of a block start: at θ0 (like row 1), or at seeded random directions in the complement of the basis. */
@@ -189,17 +189,12 @@ export function blockStarts(theta0: Float32Array, basis: OrthonormalBasis, rows:
 
 /** Null when the settings agree, else the first difference in words. The tokens are compared by resume-check.ts (as text). */
 function sameSettings(a: OrthoSettings, saved: OrthoSettings): string | null {
-  const b: OrthoSettings = { ...LEGACY_BLOCK_SETTINGS, ...saved };
-  for (const key of Object.keys(a) as (keyof OrthoSettings)[]) {
-    if (key === "tokens") continue;
-    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
-      const hint = key in LEGACY_BLOCK_SETTINGS && !(key in saved)
-        ? "; the run was saved before block modes: resume it with the legacy block mode (--block-mode legacy)"
-        : key === "startNorm" ? `; resume it with --start-norm ${JSON.stringify(b[key])}` : "";
-      return `${key} differs (saved ${JSON.stringify(b[key])}, now ${JSON.stringify(a[key])})${hint}`;
-    }
-  }
-  return null;
+  const diff = settingDifference(a, { ...LEGACY_BLOCK_SETTINGS, ...saved }, "tokens");
+  if (diff === null) return null;
+  const hint = diff.key in LEGACY_BLOCK_SETTINGS && !(diff.key in saved)
+    ? "; the run was saved before block modes: resume it with the legacy block mode (--block-mode legacy)"
+    : diff.key === "startNorm" ? `; resume it with --start-norm ${diff.saved}` : "";
+  return `${diff.key} differs (saved ${diff.saved}, now ${diff.now})${hint}`;
 }
 
 /** Null when θ0 is the saved row 0 bit for bit, else how it differs. */
@@ -251,7 +246,8 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
   validate(model, options, settings);
   const d = model.hidden;
   const { x, z0, denominator } = await orthoInputs(model, tokens, options.theta0, settings.source, settings.target);
-  const fingerprint = await model.fingerprint(settings.target);
+  // What the run ran on, saved with it and checked on resume: read only when there is a run folder.
+  const fingerprint = options.out !== undefined ? await model.fingerprint(settings.target) : undefined;
 
   let vectors: Float32Array[] = [Float32Array.from(options.theta0)];
   let log: VectorLogLine[] = [];
@@ -261,7 +257,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     const saved = await readOrthoRun<OrthoSettings>(options.out);
     if (saved) {
       if (saved.d !== d) throw new MelboError(`cannot resume: the saved vectors have d = ${saved.d}, this model ${d}`, { file: options.out });
-      checkSameModel(saved.model, fingerprint, options.out);
+      checkSameModel(saved.model, fingerprint!, options.out);
       const prompt = promptDifference(model, saved.settings.tokens ?? [], settings.tokens);
       if (prompt) throw new MelboError(`cannot resume: ${prompt}`, { file: options.out });
       const diff = sameSettings(settings, saved.settings);
@@ -288,7 +284,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     return out;
   };
   const save = async () => {
-    if (options.out !== undefined) await writeOrthoRun(options.out, { settings, state, vectors: flat(), d, log, model: fingerprint }, options.metadata);
+    if (options.out !== undefined) await writeOrthoRun(options.out, { settings, state, vectors: flat(), d, log, model: fingerprint! }, options.metadata);
   };
 
   let stop: StopReason | null = null;

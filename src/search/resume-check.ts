@@ -27,3 +27,13 @@ export function promptDifference(model: Model, saved: readonly number[], now: re
   if (i === saved.length && i === now.length) return null;
   return `${what} differs: saved ${quoteFrom(model, saved, i)}, now ${quoteFrom(model, now, i)}`;
 }
+
+/** The first setting (other than `skip`) whose saved value differs from `now`'s, as JSON; null when they agree. */
+export function settingDifference<S extends object>(now: S, saved: Partial<S>, skip: keyof S): { key: keyof S & string; saved: string; now: string } | null {
+  for (const key of Object.keys(now) as (keyof S & string)[]) {
+    if (key === skip) continue;
+    const a = JSON.stringify(saved[key]), b = JSON.stringify(now[key]);
+    if (a !== b) return { key, saved: a ?? "unset", now: b ?? "unset" };
+  }
+  return null;
+}

@@ -8,7 +8,7 @@ import type { Model, TrainExampleInput } from "../model/model.js";
 import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm } from "./basis.js";
 import { formatPositions, resolvePositions, type Positions } from "./positions.js";
-import { checkSameModel, promptDifference } from "./resume-check.js";
+import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
 import { readTrainRun, writeTrainRun, type TrainLogLine, type TrainRunFiles } from "./train-files.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
 
@@ -178,11 +178,8 @@ function checkResumable(model: Model, saved: TrainRunFiles<TrainSettings>, now: 
     const diff = promptDifference(model, prompts[i]!, now.prompts[i]!, prompts.length > 1 ? `prompt ${i + 1}` : "the prompt");
     if (diff) fail(diff);
   }
-  for (const key of Object.keys(now) as (keyof TrainSettings)[]) {
-    if (key === "prompts") continue;
-    const a = JSON.stringify(saved.settings[key]), b = JSON.stringify(now[key]);
-    if (a !== b) fail(`${key} differs (saved ${a ?? "unset"}, now ${b})`);
-  }
+  const diff = settingDifference(now, saved.settings, "prompts");
+  if (diff) fail(`${diff.key} differs (saved ${diff.saved}, now ${diff.now})`);
 }
 
 /**
@@ -220,13 +217,14 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
   const vectors = new Float32Array(count * d);
   let log: TrainLogLine[] = [];
   const basis = new OrthonormalBasis(d, settings.independent ? 1 : count);
-  const fingerprint = await model.fingerprint(settings.target);
+  // What the run ran on, saved with it and checked on resume: read only when there is a run folder.
+  const fingerprint = options.out !== undefined ? await model.fingerprint(settings.target) : undefined;
   let done = 0;
   if (options.resume) {
     if (options.out === undefined) throw new MelboError("resume needs an output directory");
     const saved = await readTrainRun<TrainSettings>(options.out);
     if (saved) {
-      checkResumable(model, saved, settings, fingerprint, options.out);
+      checkResumable(model, saved, settings, fingerprint!, options.out);
       done = Math.min(saved.state.rows, count);
       vectors.set(saved.vectors.subarray(0, done * d));
       log = saved.log.slice(0, done);
@@ -281,7 +279,7 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
     }
     done += rows;
     if (options.out !== undefined) {
-      await writeTrainRun(options.out, { settings, state: { rows: done, count }, vectors: vectors.slice(0, done * d), d, log, model: fingerprint }, options.metadata);
+      await writeTrainRun(options.out, { settings, state: { rows: done, count }, vectors: vectors.slice(0, done * d), d, log, model: fingerprint! }, options.metadata);
     }
   }
   return { vectors, log, maxAbsCos: maxAbsCosine(vectors, count, d), settings };

@@ -3,9 +3,9 @@ import { prepareOutputFolder } from "../../io/output-folder.js";
 import { DEFAULT_START_NORM, LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
 import { randomBaseline, relLossStats, type RelLossStats } from "../../eval/ortho-report.js";
 import type { Model } from "../../model/model.js";
-import { UsageError, flag, int, num, oneOf, required, str, type Values } from "../args.js";
-import { defaultChoice, defaultOf, modelOptions, promptOptions, type Command, type OptionTable } from "../command.js";
-import { modelFromArgs, promptFromArgs, vectorsFromArgs } from "../common.js";
+import { int, num, oneOf, required, str, type Values } from "../args.js";
+import { defaultChoice, defaultOf, modelOptions, promptOptions, runFolderFlags, type Command, type OptionTable } from "../command.js";
+import { modelFromArgs, promptFromArgs, resumeOrForce, vectorsFromArgs } from "../common.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 
 export interface OrthoRunSettings {
@@ -140,8 +140,7 @@ const orthoOptions = {
   "min-norm": { type: "string", value: "X", default: 0.1, help: "a vector below this norm counts towards --patience" },
   patience: { type: "string", value: "N", default: 10, help: "stop after N vectors in a row below --min-norm" },
   out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, row 0 = θ0, and log.jsonl" },
-  resume: { type: "boolean", help: "continue the run saved in --out" },
-  force: { type: "boolean", help: "replace the run saved in --out" },
+  ...runFolderFlags,
 } satisfies OptionTable;
 const byDefault = (key: keyof typeof orthoOptions): number => defaultOf(orthoOptions, key);
 
@@ -160,8 +159,7 @@ export const orthoCommand: Command = {
     // Unset: the library's default (DEFAULT_START_NORM; the legacy mode's starts are θ0 itself).
     const startNorm = str(v, "start-norm") === undefined ? undefined : num(v, "start-norm", 0);
     if (startNorm !== undefined && !(startNorm > 0)) throw new MelboError(`--start-norm must be a positive number, got ${startNorm}`);
-    const resume = flag(v, "resume"), force = flag(v, "force");
-    if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
+    const { resume, force } = resumeOrForce(v);
     const search = {
       thetaRef, prompt: str(v, "prompt") ?? "", count: int(v, "count", byDefault("count"), 1), source, target,
       block: int(v, "block", byDefault("block"), 1), blockMode: oneOf(v, "block-mode", BLOCK_MODES, defaultChoice(orthoOptions, "block-mode", BLOCK_MODES)),

@@ -4,8 +4,8 @@ import type { Model } from "../../model/model.js";
 import { parsePositions, type Positions } from "../../search/positions.js";
 import { defaultBlocks, train, trainBlocks, type TrainResult } from "../../search/train.js";
 import { flag, int, num, required, str, UsageError, type Values } from "../args.js";
-import { defaultOf, defaultString, modelOptions, promptOptions, type Command, type OptionTable } from "../command.js";
-import { modelFromArgs } from "../common.js";
+import { defaultOf, defaultString, modelOptions, promptOptions, runFolderFlags, type Command, type OptionTable } from "../command.js";
+import { modelFromArgs, resumeOrForce } from "../common.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
 import { abortOnSignals } from "./ortho.js";
 
@@ -85,8 +85,7 @@ const trainOptions = {
   independent: { type: "boolean", help: "train the vectors independently, in batches, not each orthogonal to the earlier ones" },
   batch: { type: "string", value: "N", default: 32, help: "vectors per batch, with --independent" },
   out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, log.jsonl" },
-  resume: { type: "boolean", help: "continue the run saved in --out" },
-  force: { type: "boolean", help: "replace the run saved in --out" },
+  ...runFolderFlags,
 } satisfies OptionTable;
 const byDefault = (key: keyof typeof trainOptions): number => defaultOf(trainOptions, key);
 
@@ -103,8 +102,7 @@ export const trainCommand: Command = {
     const radius = num(v, "radius", 1);
     const independent = flag(v, "independent");
     if (!independent && str(v, "batch") !== undefined) throw new UsageError("--batch applies to --independent training only");
-    const resume = flag(v, "resume"), force = flag(v, "force");
-    if (resume && force) throw new UsageError("--resume continues the run in --out, --force replaces it: give one of them");
+    const { resume, force } = resumeOrForce(v);
     const steps = int(v, "steps", byDefault("steps"), 0), batch = int(v, "batch", byDefault("batch"), 1), lr = num(v, "lr", byDefault("lr"));
     const { source, target } = await blocksFromArgs(v, a);
     await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
