@@ -6,7 +6,7 @@
 
 namespace melbo {
 
-torch::Tensor sampleNext(const torch::Tensor& logits, double temperature, double topP, at::Generator& gen) {
+torch::Tensor sampleNext(const torch::Tensor& logits, double temperature, double topP, std::vector<at::Generator>& gens) {
   if (temperature <= 0) return logits.argmax(-1);  // [B]
   auto probs = torch::softmax(logits.to(torch::kFloat) / temperature, -1);  // [B, V]
   if (topP < 1) {
@@ -20,7 +20,13 @@ torch::Tensor sampleNext(const torch::Tensor& logits, double temperature, double
   // One draw per row: with or without replacement is the same distribution, but without
   // replacement libtorch draws an exponential variate for every logit (~18x slower at a
   // 151936-token vocabulary and 64 rows); with replacement it is a cumulative sum and a search.
-  return torch::multinomial(probs, 1, /*replacement=*/true, gen).squeeze(-1);  // [B]
+  if (gens.size() == 1) return torch::multinomial(probs, 1, /*replacement=*/true, gens[0]).squeeze(-1);  // [B]
+  if (static_cast<int64_t>(gens.size()) != probs.size(0)) throw std::runtime_error("sampleNext: one generator per row needed");
+  auto next = torch::empty({probs.size(0)}, torch::kLong);  // [B]
+  for (int64_t b = 0; b < probs.size(0); ++b) {
+    next[b] = torch::multinomial(probs[b], 1, /*replacement=*/true, gens[static_cast<size_t>(b)]).item<int64_t>();
+  }
+  return next;
 }
 
 GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
@@ -36,7 +42,10 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
   torch::Tensor theta;  // [B, 1, d] in the compute dtype
   if (steered) theta = model.onDevice(r.vectors).to(model.act).unsqueeze(1);
 
-  auto gen = at::detail::createCPUGenerator(r.seed);
+  if (!r.rowSeeds.empty() && static_cast<int64_t>(r.rowSeeds.size()) != B) throw std::runtime_error("generation: rowSeeds must have one seed per row");
+  std::vector<at::Generator> gens;
+  if (r.rowSeeds.empty()) gens.push_back(at::detail::createCPUGenerator(r.seed));
+  for (auto s : r.rowSeeds) gens.push_back(at::detail::createCPUGenerator(static_cast<uint64_t>(s)));
   KvCache cache;
   cache.keys.resize(model.blocks.size());
   cache.values.resize(model.blocks.size());
@@ -45,6 +54,7 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
   auto lengths = torch::zeros({B}, torch::kInt);
   std::vector<bool> done(static_cast<size_t>(B), false);
   int64_t running = B;
+  torch::Tensor firstLogits;  // [B, V]
 
   auto step = torch::Tensor(r.prompt).unsqueeze(0).expand({B, T});  // [B, T] tokens of this step
   for (int64_t i = 0; i < r.maxNewTokens && running > 0; ++i) {
@@ -57,9 +67,10 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
     }
     cache.length += n;
     auto last = model.logits(h.narrow(1, n - 1, 1)).squeeze(1);  // [B, V] on the model's device
+    if (i == 0 && r.firstLogits) firstLogits = toHost(last.to(torch::kFloat)).contiguous();
     // Tokens are drawn on the CPU with a CPU generator, so a seed draws the same tokens on every
     // device; greedy decoding only moves the argmax.
-    auto next = r.temperature <= 0 ? toHost(last.argmax(-1)) : sampleNext(toHost(last), r.temperature, r.topP, gen);  // [B]
+    auto next = r.temperature <= 0 ? toHost(last.argmax(-1)) : sampleNext(toHost(last), r.temperature, r.topP, gens);  // [B]
     auto nextAcc = next.accessor<int64_t, 1>();
     auto outAcc = out.accessor<int32_t, 2>();
     auto lenAcc = lengths.accessor<int32_t, 1>();
@@ -77,7 +88,16 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
     }
     step = next.unsqueeze(1);  // [B, 1]
   }
-  return GenerateResult{out, lengths};
+  if (r.firstLogits && !firstLogits.defined()) {  // maxNewTokens == 0: one forward pass for the logits alone
+    auto h = model.embedTokens(step);
+    auto rope = model.rope(0, T);
+    for (int64_t k = 0; k < cfg.layers; ++k) {
+      h = model.block(k, h, rope, nullptr);
+      if (steered && k == r.at) h = h + theta;
+    }
+    firstLogits = toHost(model.logits(h.narrow(1, T - 1, 1)).squeeze(1).to(torch::kFloat)).contiguous();
+  }
+  return GenerateResult{out, lengths, firstLogits};
 }
 
 }  // namespace melbo

@@ -239,7 +239,8 @@ Napi::Value ModelObject::SliceMean(const Napi::CallbackInfo& info) {
 }
 
 // generate({tokens: Int32Array [T], vectors?: Float32Array [B*d], batch, at, maxNewTokens,
-//           temperature, topP, seed, stopTokens: number[]}) -> {tokens: Int32Array [B*max], lengths: Int32Array [B]}
+//           temperature, topP, seed, rowSeeds?: number[] [B], stopTokens: number[], firstLogits?: boolean})
+//   -> {tokens: Int32Array [B*max], lengths: Int32Array [B], firstLogits?: Float32Array [B*V]}
 Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
@@ -257,6 +258,8 @@ Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
   r.topP = getNumber(o, "topP", 1);
   r.seed = static_cast<uint64_t>(getInt(o, "seed", 0));
   r.stopTokens = getIntList(o, "stopTokens");
+  if (has(o, "rowSeeds")) r.rowSeeds = getIntList(o, "rowSeeds");
+  r.firstLogits = getBool(o, "firstLogits", false);
   using Result = GenerateResult;
   return PromiseWorker<Result>::Start(
       env, [model, r]() { return generate(*model, r); },
@@ -264,14 +267,16 @@ Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
         Napi::Object out = Napi::Object::New(env);
         out.Set("tokens", toInt32Array(env, res.tokens));
         out.Set("lengths", toInt32Array(env, res.lengths));
+        if (res.firstLogits.defined()) out.Set("firstLogits", toFloat32Array(env, res.firstLogits));
         return out;
       });
 }
 
 // orthoBlock({x: Float32Array [T*d], seq, theta0: Float32Array [d], basis: Float64Array [m*d], rows, steps,
 //             source, target, lr, beta1, beta2, eps, projectGradient, lossTolerance, progressEvery,
-//             abort?: AbortFlag}, onProgress?: (p) => void)
-//   -> {thetas: Float32Array [rows*d], losses: Float32Array [rows], steps: Int32Array [rows]}
+//             traceEvery?, abort?: AbortFlag}, onProgress?: (p) => void)
+//   -> {thetas: Float32Array [rows*d], losses: Float32Array [rows], steps: Int32Array [rows],
+//       trace?: Float32Array [points*rows]}
 Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
@@ -296,6 +301,7 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   r.projectGradientInBlock = getBool(o, "projectGradientInBlock", false);
   r.lossTolerance = getNumber(o, "lossTolerance", 0);
   r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
+  r.traceEvery = std::max<int64_t>(0, getInt(o, "traceEvery", 0));
   r.aborted = abortCheck(o);
   ProgressChannel progress(env, info[1], "melbo-ortho-progress");
   if (progress.active()) {
@@ -316,6 +322,7 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
         out.Set("thetas", toFloat32Array(env, res.thetas));
         out.Set("losses", toFloat32Array(env, res.losses));
         out.Set("steps", toInt32Array(env, res.steps));
+        if (res.trace.defined()) out.Set("trace", toFloat32Array(env, res.trace));
         return out;
       });
 }

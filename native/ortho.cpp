@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "slice.h"
 
@@ -47,6 +48,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   // steps 2..T, written when the loop ends. For benchmarks (bench/run.ts reads it); off by default.
   const char* profilePath = std::getenv("MELBO_PROFILE");
   std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+  std::vector<torch::Tensor> trace;  // [B] each
 
   for (int64_t step = 1; step <= r.steps; ++step) {
     if (r.aborted && r.aborted()) throw Aborted();
@@ -57,6 +59,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     auto loss = (sliceMean(model, x, leaf, r.source, r.target, rope) - z0).norm(2, {-1});  // [B]
     loss.sum().backward();
     torch::NoGradGuard noGrad;
+    if (r.traceEvery > 0 && (step - 1) % r.traceEvery == 0) trace.push_back(loss.detach().to(torch::kFloat).clone());
     auto grad = leaf.grad();  // [B, d]; a zero norm has gradient 0 (never NaN)
     // The tolerance applies from step 2: at step 1 every row is still theta0 itself (loss 0),
     // which the projection has yet to remove.
@@ -95,7 +98,9 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   profile.reset();  // writes the trace
   torch::NoGradGuard noGrad;
   auto finalLoss = (sliceMean(model, x, theta, r.source, r.target, rope) - z0).norm(2, {-1});
-  return OrthoResult{toHost(theta), toHost(finalLoss), toHost(steps)};
+  OrthoResult result{toHost(theta), toHost(finalLoss), toHost(steps), {}};
+  if (r.traceEvery > 0) result.trace = trace.empty() ? torch::zeros({0, B}) : toHost(torch::stack(trace));  // [points, B]
+  return result;
 }
 
 }  // namespace melbo

@@ -29,6 +29,7 @@ struct OrthoRequest {
   bool projectGradientInBlock = false;     // project each row's gradient off the block rows that constrain it
   double lossTolerance = 0;      // > 0: a row stops once its loss is at or below this
   int64_t progressEvery = 10;
+  int64_t traceEvery = 0;  // > 0: record every row's loss at steps 1, 1+K, 1+2K, … (before the step)
   std::function<void(const OrthoProgress&)> progress;  // may be empty
   std::function<bool()> aborted;                       // may be empty
 };
@@ -37,6 +38,7 @@ struct OrthoResult {
   torch::Tensor thetas;  // [B, d] float32, orthogonal to the basis and to each other
   torch::Tensor losses;  // [B] float32: loss at the final thetas
   torch::Tensor steps;   // [B] int32: Adam steps each row took
+  torch::Tensor trace;   // [points, B] float32 with traceEvery > 0: the loss each recorded step started from
 };
 
 OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& request);

@@ -75,8 +75,10 @@ export interface NativeModel {
     temperature: number;
     topP: number;
     seed: number;
+    rowSeeds?: number[]; // [batch]: each row draws from its own generator
     stopTokens: number[];
-  }): Promise<{ tokens: Int32Array; lengths: Int32Array }>; // tokens [batch * maxNewTokens], -1 padded
+    firstLogits?: boolean;
+  }): Promise<{ tokens: Int32Array; lengths: Int32Array; firstLogits?: Float32Array }>; // tokens [batch * maxNewTokens], -1 padded; firstLogits [batch * vocab]
   orthoBlock(
     o: {
       x: Float32Array; // [seq * d] resid(source)
@@ -97,10 +99,11 @@ export interface NativeModel {
       projectGradientInBlock: boolean;
       lossTolerance: number;
       progressEvery: number;
+      traceEvery?: number; // > 0: loss of every row at steps 1, 1+K, …
       abort?: NativeAbortFlag;
     },
     onProgress?: (p: { step: number; steps: number; meanLoss: number; minLoss: number }) => void,
-  ): Promise<{ thetas: Float32Array; losses: Float32Array; steps: Int32Array }>;
+  ): Promise<{ thetas: Float32Array; losses: Float32Array; steps: Int32Array; trace?: Float32Array /* [points * rows] */ }>;
   trainBlock(
     o: {
       examples: { x: Float32Array; seq: number; positions: Int32Array; z0: Float32Array }[]; // x [seq * d], z0 [positions * d]

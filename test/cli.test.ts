@@ -89,12 +89,20 @@ describe("melbo CLI", () => {
     assert.notDeepEqual(a2, b2);
   });
 
-  it("generate prints one JSON line per vector", async () => {
-    const r = await cli(["generate", "--model", dir, "--prompt", "Hello", "--vectors", thetaFile, "--at", "1", "--max-new-tokens", "4"]);
+  it("generate prints the unsteered line, then one JSON line per vector and scale, each with its file row", async () => {
+    const r = await cli(["generate", "--model", dir, "--prompt", "Hello", "--vectors", thetaFile, "--at", "1", "--scale", "-2,1", "--max-new-tokens", "4"]);
     assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { index: number; text: string; tokens: number[] });
-    assert.deepEqual(lines.map((l) => l.index), [0, 1]);
+    const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { row: number | null; scale: number; text: string; tokens: number[] });
+    assert.deepEqual(lines.map((l) => [l.row, l.scale]), [[null, 0], [0, -2], [1, -2], [0, 1], [1, 1]]);
     for (const l of lines) assert.ok(l.tokens.length >= 1 && l.tokens.length <= 4);
+    // A row's continuation does not depend on the rows beside it: row 1 alone, sampled, is row 1 of the pair.
+    const both = await cli(["generate", "--model", dir, "--prompt", "Hello", "--vectors", `${thetaFile}:0,1`, "--at", "1", "--temperature", "1", "--max-new-tokens", "6"]);
+    const alone = await cli(["generate", "--model", dir, "--prompt", "Hello", "--vectors", `${thetaFile}:1`, "--at", "1", "--temperature", "1", "--max-new-tokens", "6"]);
+    assert.equal(both.code, 0, both.stderr);
+    assert.equal(alone.code, 0, alone.stderr);
+    const pick = (out: string, row: number | null) => out.trim().split("\n").map((l) => JSON.parse(l) as { row: number | null; tokens: number[] }).find((l) => l.row === row)!.tokens;
+    assert.deepEqual(pick(alone.stdout, 1), pick(both.stdout, 1));
+    assert.deepEqual(pick(alone.stdout, null), pick(both.stdout, null));
   });
 
   it("bad input exits with code 2 and names the file and the problem", async () => {

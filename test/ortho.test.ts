@@ -2,6 +2,8 @@
 // guarantees, stop rules, orthogonality, abort and bad input.
 
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { loadModel, MelboError, type Model } from "../src/index.js";
 import { OrthonormalBasis, norm } from "../src/search/basis.js";
@@ -216,5 +218,24 @@ describe("MELBO-ortho", () => {
     const out = await tempDir();
     await run(model, { ...o, out });
     await bad({ ...o, out, resume: true, lr: 0.02 }, /cannot resume: lr differs/);
+  });
+
+  it("--trace writes each vector's r every K steps; a resumed run writes the same trace", async () => {
+    const o = { ...base(), count: 3, block: 1, steps: 20, traceEvery: 5 };
+    const whole = await tempDir(), parts = await tempDir();
+    const { done } = await run(model, { ...o, out: whole });
+    const read = async (dir: string) => (await readFile(join(dir, "trace.jsonl"), "utf8"));
+    const lines = (await read(whole)).trim().split("\n").map((l) => JSON.parse(l) as { index: number; every: number; relLoss: number[] });
+    assert.deepEqual(lines.map((l) => l.index), [1, 2, 3]);
+    for (const l of lines) {
+      assert.equal(l.every, 5);
+      assert.equal(l.relLoss.length, 4, "steps 1, 6, 11, 16");
+    }
+    assert.equal(lines[0]!.relLoss[0], 0, "the sequential vector starts at θ0, where the loss is 0");
+    assert.ok(lines[0]!.relLoss[3]! > 0);
+    assert.equal(done.found, 3);
+    await run(model, { ...o, count: 2, out: parts });
+    await run(model, { ...o, out: parts, resume: true });
+    assert.equal(await read(parts), await read(whole));
   });
 });

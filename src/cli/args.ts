@@ -44,6 +44,15 @@ export function intList(v: Values, key: string): number[] {
   });
 }
 
+/** A comma-separated list of finite numbers ("1", "-2,0.5,4"); `fallback` when the flag is absent. */
+export function numList(v: Values, key: string, fallback: number[]): number[] {
+  const x = str(v, key);
+  if (x === undefined) return fallback;
+  const list = x.split(",").map((s) => Number(s.trim()));
+  if (x.trim() === "" || list.some((n) => !Number.isFinite(n))) throw new UsageError(`--${key} must be a number or a comma-separated list of numbers, got "${x}"`);
+  return list;
+}
+
 export function flag(v: Values, key: string): boolean {
   return v[key] === true;
 }
@@ -53,4 +62,23 @@ export function oneOf<T extends string>(v: Values, key: string, allowed: readonl
   if (x === undefined) return fallback;
   if (!(allowed as readonly string[]).includes(x)) throw new UsageError(`--${key} must be one of ${allowed.join(", ")}, got "${x}"`);
   return x as T;
+}
+
+/**
+ * `--scale -2` → `--scale=-2` for the string flags of `table`: node's parseArgs refuses a value
+ * that starts with a dash as ambiguous, but a negative number after a flag that takes a value
+ * can only be that value.
+ */
+export function joinNegativeNumbers(args: readonly string[], takesValue: (name: string) => boolean): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!, next = args[i + 1];
+    if (a.startsWith("--") && !a.includes("=") && takesValue(a.slice(2)) && next !== undefined && /^-(\d|\.\d)[\d.,eE+-]*$/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 // Pieces several commands share: loading a model and building its prompt from CLI options.
 
 import { MelboError } from "../errors.js";
-import { readVectorRef } from "../io/vectors.js";
+import { readVectorRef, readVectorRows, type VectorRows } from "../io/vectors.js";
 import { readConfig } from "../model/config.js";
 import { checkDevice, loadModel, type LoadOptions, type Model } from "../model/model.js";
 import { setThreads } from "../native.js";
@@ -35,6 +35,12 @@ export async function vectorsFromArgs(v: Values, flagName: string, ref: string, 
   const vec = await readVectorRef(ref, config.hiddenSize);
   if (single && vec.n !== 1) throw new MelboError(`--${flagName} needs one vector: add :row (the file has ${vec.n})`, { file: vec.file });
   return vec;
+}
+
+/** The rows a FILE[:rows] reference names (FILE:0,3,10-19), checked against the model's width before the model loads. */
+export async function vectorRowsFromArgs(v: Values, ref: string): Promise<VectorRows> {
+  const config = await readConfig(required(v, "model"));
+  return readVectorRows(ref, config.hiddenSize);
 }
 
 /** --resume or --force (runFolderFlags): at most one of them. */

@@ -4,9 +4,10 @@
 import { parseArgs } from "node:util";
 import { MelboError } from "../errors.js";
 import { MELBO_VERSION } from "../version.js";
-import { UsageError } from "./args.js";
+import { UsageError, joinNegativeNumbers } from "./args.js";
 import { commandHelp, parseArgsOptions, usageLine, type Command } from "./command.js";
 import { demoCommand } from "./commands/demo.js";
+import { evalCommand } from "./commands/eval.js";
 import { forwardCommand } from "./commands/forward.js";
 import { generateCommand } from "./commands/generate.js";
 import { infoCommand } from "./commands/info.js";
@@ -15,7 +16,7 @@ import { orthoCommand } from "./commands/ortho.js";
 import { calibrateCommand } from "./commands/calibrate.js";
 import { trainCommand } from "./commands/train.js";
 
-export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand];
+export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -45,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const parsed = parseArgs({
-      args: rest,
+      args: joinNegativeNumbers(rest, (flagName) => command.options[flagName]?.type === "string"),
       options: { ...parseArgsOptions(command.options), help: { type: "boolean", short: "h" } },
       allowPositionals: command.positionals ?? false,
       strict: true,

@@ -7,12 +7,13 @@ import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { MelboError, describeError } from "../errors.js";
 
-/** What the folder is for: a search run (vectors + log) or a model checkpoint. */
-export type OutputKind = "run" | "model";
+/** What the folder is for: a search run (vectors + log), an evaluation, or a model checkpoint. */
+export type OutputKind = "run" | "model" | "eval";
 
 /** The files melbo writes for each kind: what --force may delete. */
 const OWN_FILES: Record<OutputKind, readonly string[]> = {
-  run: ["vectors.safetensors", "log.jsonl"],
+  run: ["vectors.safetensors", "log.jsonl", "trace.jsonl", "report.html"],
+  eval: ["eval.json", "generations.jsonl", "report.html"],
   model: ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"],
 };
 /** Temporary files of interrupted atomic writes (`NAME.tmp-PID-N`, io/atomic.ts). */

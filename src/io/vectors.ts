@@ -1,4 +1,5 @@
-// Steering-vector files: `vectors` [n, d] f32 in a .safetensors file, addressed as FILE or FILE:row.
+// Steering-vector files: `vectors` [n, d] in a .safetensors file (F32, F64, F16 or BF16, read as
+// float32), addressed as FILE, FILE:row or FILE:rows (FILE:0,3,10-19).
 
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
@@ -14,11 +15,29 @@ export interface VectorSet {
   metadata: Record<string, string>;
 }
 
-/** "FILE" or "FILE:row" → path and optional row (a trailing ":<digits>" is a row). */
-export function parseVectorRef(ref: string): { path: string; row: number | undefined } {
-  const m = /^(.*):(\d+)$/.exec(ref);
-  if (m && m[1]) return { path: m[1], row: Number(m[2]) };
-  return { path: ref, row: undefined };
+/**
+ * "FILE", "FILE:row" or "FILE:rows" → path and the rows asked for (undefined = all). Rows are a
+ * comma-separated list of indices and inclusive ranges: "FILE:0,3,10-19". A path that itself
+ * ends in such a suffix can be named as "FILE:" + rows, or by a path without the suffix.
+ */
+export function parseVectorRef(ref: string): { path: string; rows: number[] | undefined } {
+  const m = /^(.*):(\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)$/.exec(ref);
+  if (m && m[1]) return { path: m[1], rows: parseRowList(m[2]!) };
+  return { path: ref, rows: undefined };
+}
+
+/** "0,3,10-19" → [0, 3, 10, 11, …, 19], in the order written (a range must not run backwards). */
+export function parseRowList(text: string): number[] {
+  const rows: number[] = [];
+  for (const part of text.split(",")) {
+    const [a, b] = part.split("-").map(Number) as [number, number | undefined];
+    const last = b ?? a;
+    if (!Number.isSafeInteger(a) || !Number.isSafeInteger(last)) throw new MelboError(`"${part}" is not a row or a range of rows`);
+    if (last < a) throw new MelboError(`the range ${part} runs backwards: write ${last}-${a}`);
+    if (last - a > 10_000_000) throw new MelboError(`the range ${part} is too long`);
+    for (let r = a; r <= last; r++) rows.push(r);
+  }
+  return rows;
 }
 
 /** Reads tensor `vectors` (or the file's only tensor) as [n, d]. A 1-D tensor is one vector. */
@@ -49,31 +68,57 @@ export async function readVectors(path: string): Promise<VectorSet> {
   return { file: header.path, data, n, d, metadata: header.metadata };
 }
 
-/** Row `row` of a vectors file (or all rows), checked against the model's width. */
-export async function readVectorRef(ref: string, expectedD: number): Promise<{ data: Float32Array; n: number; file: string }> {
-  const { path, row } = parseVectorRef(ref);
-  // "FILE:x" with x not a row number: say so, rather than "file not found" for the whole text.
+export interface VectorRows {
+  /** [n * d] float32: the rows asked for, in the order asked. */
+  data: Float32Array;
+  n: number;
+  d: number;
+  /** Row of the file of each of the n vectors. */
+  rows: number[];
+  /** Rows in the file. */
+  fileRows: number;
+  file: string;
+  metadata: Record<string, string>;
+}
+
+/**
+ * The rows a reference names (FILE, FILE:row, FILE:0,3,10-19; see parseVectorRef) of a vectors
+ * file, checked against the model's width (`expectedD`, when given) and for non-finite values.
+ */
+export async function readVectorRows(ref: string, expectedD?: number): Promise<VectorRows> {
+  const { path, rows: asked } = parseVectorRef(ref);
+  // "FILE:x" with x not a row list: say so, rather than "file not found" for the whole text.
   const bad = /^(.+):([^:/\\]*)$/.exec(ref);
-  if (row === undefined && bad !== null && !existsSync(ref) && existsSync(bad[1]!)) {
-    throw new MelboError(`":${bad[2]}" is not a row: write FILE:N with N a row number (0, 1, …)`, { file: resolve(bad[1]!) });
+  if (asked === undefined && bad !== null && !existsSync(ref) && existsSync(bad[1]!)) {
+    throw new MelboError(`":${bad[2]}" is not a row list: write FILE:N, FILE:N,M or FILE:N-M with row numbers (0, 1, …)`, { file: resolve(bad[1]!) });
   }
   const set = await readVectors(path);
   if (set.n === 0) throw new MelboError(`holds no vectors (shape [0, ${set.d}])`, { file: set.file });
-  if (set.d !== expectedD) {
+  if (expectedD !== undefined && set.d !== expectedD) {
     throw new MelboError(`vectors have length ${set.d}, the model's hidden size is ${expectedD}`, { file: set.file });
   }
-  if (row !== undefined && row >= set.n) {
-    throw new MelboError(`row ${row} does not exist (the file has ${set.n} vector${set.n === 1 ? "" : "s"}, rows 0..${set.n - 1})`, { file: set.file });
+  const rows = asked ?? Array.from({ length: set.n }, (_, i) => i);
+  for (const row of rows) {
+    if (row >= set.n) {
+      throw new MelboError(`row ${row} does not exist (the file has ${set.n} vector${set.n === 1 ? "" : "s"}, rows 0..${set.n - 1})`, { file: set.file });
+    }
   }
-  const first = row ?? 0, rows = row === undefined ? set.n : 1;
-  const data = set.data.subarray(first * set.d, (first + rows) * set.d);
+  const d = set.d;
+  const data = asked === undefined ? set.data : new Float32Array(rows.length * d);
+  if (asked !== undefined) rows.forEach((row, i) => data.set(set.data.subarray(row * d, (row + 1) * d), i * d));
   for (let i = 0; i < data.length; i++) {
     const x = data[i]!;
     if (!Number.isFinite(x)) {
-      throw new MelboError(`vector ${first + Math.floor(i / set.d)} has the non-finite value ${x} at index ${i % set.d}`, { file: set.file });
+      throw new MelboError(`vector ${rows[Math.floor(i / d)]} has the non-finite value ${x} at index ${i % d}`, { file: set.file });
     }
   }
-  return { data: row === undefined ? set.data : data.slice(), n: rows, file: set.file };
+  return { data, n: rows.length, d, rows, fileRows: set.n, file: set.file, metadata: set.metadata };
+}
+
+/** The rows a reference names (see readVectorRows), checked against the model's width. */
+export async function readVectorRef(ref: string, expectedD: number): Promise<{ data: Float32Array; n: number; file: string }> {
+  const { data, n, file } = await readVectorRows(ref, expectedD);
+  return { data, n, file };
 }
 
 /** Writes `vectors` [n, d] atomically with string metadata. */

@@ -42,6 +42,8 @@ export interface Steering {
   vectors: Float32Array;
   /** Block whose output resid(at) gets the vector added at every position. */
   at: number;
+  /** Steering strength per row: row b adds scales[b] · vector b (default 1 each; negative flips it). */
+  scales?: readonly number[];
 }
 
 export interface ForwardOptions {
@@ -67,6 +69,15 @@ export interface GenerateOptions {
   /** Steering vectors [B * d], one continuation per vector; none = one unsteered row. */
   vectors?: Float32Array;
   at?: number;
+  /** Steering strength per vector: row b adds scales[b] · vector b (default 1 each; negative flips it). */
+  scales?: readonly number[];
+  /**
+   * One sampling seed per row: row b's tokens then depend only on its own seed, not on the rows
+   * beside it in the batch. Default: every row draws from one generator seeded with `seed`.
+   */
+  rowSeeds?: readonly number[];
+  /** Also return each row's logits at the first answer position (the token after the prompt). */
+  firstLogits?: boolean;
   maxNewTokens: number;
   /** 0 (default) = greedy. */
   temperature?: number;
@@ -107,6 +118,8 @@ export interface OrthoBlockOptions {
   gradientInBlock?: boolean;
   lossTolerance: number; // 0 = off
   progressEvery?: number;
+  /** > 0: record every row's loss at steps 1, 1+K, 1+2K, … (OrthoBlockResult.trace). */
+  traceEvery?: number;
   signal?: AbortSignal;
 }
 
@@ -121,6 +134,8 @@ export interface OrthoBlockResult {
   thetas: Float32Array; // [rows * d]
   losses: Float32Array; // [rows], at the final thetas
   steps: Int32Array; // [rows]
+  /** [points * rows] with traceEvery: the loss each recorded step started from. */
+  trace?: Float32Array;
 }
 
 /** One example prompt of a MELBO training, prepared once (nothing before the source block reruns). */
@@ -256,12 +271,13 @@ export class Model {
     const layers = [...new Set(options.layers ?? [])];
     for (const k of layers) this.checkBlock(k, "layer");
     if (options.steer) this.checkSteering(options.steer.vectors, options.steer.at, batch);
+    const steer = options.steer ? { vectors: this.scaled(options.steer.vectors, options.steer.scales, batch), at: options.steer.at } : undefined;
     const out = await this.native().forward({
       tokens,
       batch,
       layers,
       logits: options.logits ?? false,
-      ...(options.steer ? { steer: options.steer } : {}),
+      ...(steer ? { steer } : {}),
     });
     const resid = new Map<number, Float32Array>();
     layers.forEach((k, i) => resid.set(k, out.resid[i]!));
@@ -298,7 +314,7 @@ export class Model {
   }
 
   /** Continuations of one prompt, one per steering vector (KV cache, batched). New tokens only. */
-  async generate(tokens: Int32Array, options: GenerateOptions): Promise<{ tokens: Int32Array[] }> {
+  async generate(tokens: Int32Array, options: GenerateOptions): Promise<{ tokens: Int32Array[]; firstLogits?: Float32Array /* [B * vocab] */ }> {
     if (tokens.length === 0) throw new MelboError("generate: the prompt has no tokens");
     this.checkTokens(tokens);
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 0) {
@@ -312,25 +328,35 @@ export class Model {
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new MelboError(`seed must be a non-negative integer, got ${seed}`);
     let batch = 1;
+    let vectors: Float32Array | undefined;
     if (options.vectors) {
       batch = options.vectors.length / this.hidden;
       if (options.at === undefined) throw new MelboError("generate: steering vectors need the block 'at'");
       this.checkSteering(options.vectors, options.at, batch);
+      vectors = this.scaled(options.vectors, options.scales, batch);
+    } else if (options.scales !== undefined) {
+      throw new MelboError("generate: scales need steering vectors");
+    }
+    if (options.rowSeeds !== undefined) {
+      if (options.rowSeeds.length !== batch) throw new MelboError(`rowSeeds must have one seed per row (${batch}), got ${options.rowSeeds.length}`);
+      for (const s of options.rowSeeds) if (!Number.isSafeInteger(s) || s < 0) throw new MelboError(`row seeds must be non-negative integers, got ${s}`);
     }
     const out = await this.native().generate({
       tokens,
-      ...(options.vectors ? { vectors: options.vectors, batch, at: options.at! } : {}),
+      ...(vectors ? { vectors, batch, at: options.at! } : {}),
       maxNewTokens: options.maxNewTokens,
       temperature,
       topP,
       seed,
+      ...(options.rowSeeds ? { rowSeeds: [...options.rowSeeds] } : {}),
       stopTokens: options.stopTokens ?? [...this.codec.eosTokenIds],
+      ...(options.firstLogits ? { firstLogits: true } : {}),
     });
     const rows: Int32Array[] = [];
     for (let b = 0; b < batch; b++) {
       rows.push(out.tokens.slice(b * options.maxNewTokens, b * options.maxNewTokens + out.lengths[b]!));
     }
-    return { tokens: rows };
+    return { tokens: rows, ...(out.firstLogits ? { firstLogits: out.firstLogits } : {}) };
   }
 
   /**
@@ -370,6 +396,7 @@ export class Model {
           projectGradientInBlock: o.gradientInBlock ?? false,
           lossTolerance: o.lossTolerance,
           progressEvery: o.progressEvery ?? 10,
+          ...(o.traceEvery !== undefined && o.traceEvery > 0 ? { traceEvery: o.traceEvery } : {}),
           ...(abort ? { abort } : {}),
         },
         onProgress,
@@ -500,6 +527,20 @@ export class Model {
     this.checkBlock(source, "source block");
     this.checkBlock(target, "target block");
     if (source >= target) throw new MelboError(`source block ${source} must come before target block ${target}`);
+  }
+
+  /** `vectors` [batch * d] with row b multiplied by scales[b] (the same array when no scales). */
+  private scaled(vectors: Float32Array, scales: readonly number[] | undefined, batch: number): Float32Array {
+    if (scales === undefined) return vectors;
+    if (scales.length !== batch) throw new MelboError(`scales must have one value per steering vector (${batch}), got ${scales.length}`);
+    const d = this.hidden;
+    const out = new Float32Array(vectors.length);
+    scales.forEach((scale, b) => {
+      if (!Number.isFinite(scale)) throw new MelboError(`scale ${b} is ${scale}, not a finite number`);
+      for (let i = b * d; i < (b + 1) * d; i++) out[i] = vectors[i]! * scale;
+    });
+    checkFinite(out, "scaled steering vectors");
+    return out;
   }
 
   private checkSteering(vectors: Float32Array, at: number, batch: number): void {

@@ -9,6 +9,7 @@ import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm, row } from "./basis.js";
 import { readOrthoRun, writeOrthoRun, type RunState, type VectorLogLine } from "./ortho-files.js";
 import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
+import { readTrace, writeTrace, type TraceLine } from "./trace-file.js";
 
 export type Projection = "post" | "grad";
 /** Where rows 2…B of a block start: at θ0 (like row 1), or at seeded random directions in the complement of the basis. */
@@ -61,6 +62,8 @@ export interface OrthoOptions {
   releaseEarlyBlocks?: boolean;
   /** Progress events every this many steps (default 10). */
   progressEvery?: number;
+  /** > 0 (with `out`): write each vector's r every this many steps to OUT/trace.jsonl (default 0: off). */
+  traceEvery?: number;
 }
 
 /** Everything that decides the numbers, saved with the run and checked on resume. */
@@ -251,6 +254,9 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
 
   let vectors: Float32Array[] = [Float32Array.from(options.theta0)];
   let log: VectorLogLine[] = [];
+  let traces: TraceLine[] = [];
+  const traceEvery = options.traceEvery ?? 0;
+  if (!Number.isInteger(traceEvery) || traceEvery < 0) throw new MelboError(`traceEvery must be a non-negative integer, got ${traceEvery}`);
   let state: RunState = { found: 0, dropped: 0, consecutiveSmall: 0, stopReason: null };
   if (options.resume) {
     if (options.out === undefined) throw new MelboError("resume needs an output directory");
@@ -267,6 +273,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
       vectors = [];
       for (let r = 0; r < saved.vectors.length / d; r++) vectors.push(Float32Array.from(row(saved.vectors, r, d)));
       log = saved.log;
+      traces = await readTrace(options.out, (index) => index <= saved.state.found);
       // A run that vanished stays finished; the other stop rules are re-checked (count may grow).
       state = { ...saved.state, stopReason: saved.state.stopReason === "vanished" ? "vanished" : null };
     }
@@ -284,6 +291,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     return out;
   };
   const save = async () => {
+    if (options.out !== undefined && (traceEvery > 0 || traces.length > 0)) await writeTrace(options.out, traces);
     if (options.out !== undefined) await writeOrthoRun(options.out, { settings, state, vectors: flat(), d, log, model: fingerprint! }, options.metadata);
   };
 
@@ -309,6 +317,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
           gradientInBlock: settings.gradientInBlock,
           ...(starts ? { starts } : {}),
           progressEvery: options.progressEvery ?? 10,
+          ...(traceEvery > 0 ? { traceEvery } : {}),
           ...(options.signal ? { signal: options.signal } : {}),
         },
         (p) => {
@@ -351,6 +360,11 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
       const loss = result.value.losses[r]!;
       const line: VectorLogLine = { index: state.found, loss, relLoss: loss / denominator, norm: n, steps: result.value.steps[r]!, seconds };
       log.push(line);
+      const trace = result.value.trace;
+      if (trace !== undefined && traceEvery > 0) {
+        const points = trace.length / rows;
+        traces.push({ index: state.found, every: traceEvery, relLoss: Array.from({ length: points }, (_, j) => trace[j * rows + r]! / denominator) });
+      }
       yield { type: "vector", ...line, theta };
     }
     if (state.found === foundBefore) stop = "vanished";

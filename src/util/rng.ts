@@ -157,3 +157,12 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
+
+/**
+ * A sampling seed for one named row (e.g. "row 12"), from a run's seed: what a row draws then
+ * depends on its name and the seed only, not on the rows batched with it. 32 bits, so any
+ * libtorch generator takes it.
+ */
+export function rowSeed(seed: number, name: string): number {
+  return new Rng(seed, `sampling:${name}`).nextU32();
+}

@@ -30,6 +30,8 @@ export interface OrthoRunSettings {
   patience: number;
   out: string;
   resume: boolean;
+  /** > 0: each vector's r every this many steps, to OUT/trace.jsonl (for `melbo report`). */
+  traceEvery?: number;
 }
 
 export interface OrthoRunSummary {
@@ -52,6 +54,7 @@ export async function runOrthoWithProgress(model: Model, s: OrthoRunSettings, si
       ...(s.startNorm !== undefined ? { startNorm: s.startNorm } : {}),
       steps: s.steps, lr: s.lr, projection: s.projection, lossTolerance: s.lossTolerance, minNorm: s.minNorm,
       patience: s.patience, out: s.out, resume: s.resume, signal, releaseEarlyBlocks: false,
+      ...(s.traceEvery !== undefined ? { traceEvery: s.traceEvery } : {}),
       metadata: { model: model.dir, prompt: s.prompt, theta0: s.thetaRef, layers: `${s.source},${s.target}` },
     })) {
       switch (e.type) {
@@ -139,6 +142,7 @@ const orthoOptions = {
   "loss-tol": { type: "string", value: "X", default: 0, defaultText: "0 = off", help: "end a vector's steps once its loss is ≤ X" },
   "min-norm": { type: "string", value: "X", default: 0.1, help: "a vector below this norm counts towards --patience" },
   patience: { type: "string", value: "N", default: 10, help: "stop after N vectors in a row below --min-norm" },
+  trace: { type: "string", value: "K", default: 0, defaultText: "0 = off", help: "write each vector's r every K steps to OUT/trace.jsonl (melbo report plots it)" },
   out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, row 0 = θ0, and log.jsonl" },
   ...runFolderFlags,
 } satisfies OptionTable;
@@ -167,7 +171,7 @@ export const orthoCommand: Command = {
       ...(startNorm !== undefined ? { startNorm } : {}), steps: int(v, "steps", byDefault("steps"), 1), lr: num(v, "lr", byDefault("lr")),
       projection: oneOf(v, "projection", PROJECTIONS, defaultChoice(orthoOptions, "projection", PROJECTIONS)),
       lossTolerance: num(v, "loss-tol", byDefault("loss-tol")), minNorm: num(v, "min-norm", byDefault("min-norm")), patience: int(v, "patience", byDefault("patience"), 1),
-      out, resume,
+      traceEvery: int(v, "trace", byDefault("trace"), 0), out, resume,
     };
     await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
     const theta = await vectorsFromArgs(v, "theta", thetaRef, true);

@@ -1,0 +1,49 @@
+// OUT/trace.jsonl of an ortho run (`--trace K`): one line per found vector with its relative loss
+// r every K steps, for the report's loss curves. Written atomically before vectors.safetensors
+// (the commit point), so that on resume the lines past the committed rows are dropped, like the log's.
+
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { MelboError } from "../errors.js";
+import { writeTextAtomic } from "../io/atomic.js";
+
+export const TRACE_FILE = "trace.jsonl";
+
+export interface TraceLine {
+  /** Row of vectors.safetensors. */
+  index: number;
+  /** Steps between two points: relLoss[j] is r at the start of step 1 + j·every. */
+  every: number;
+  relLoss: number[];
+}
+
+export async function writeTrace(dir: string, lines: readonly TraceLine[]): Promise<void> {
+  await writeTextAtomic(join(dir, TRACE_FILE), lines.map((l) => JSON.stringify(l) + "\n").join(""));
+}
+
+/** The trace lines saved in `dir` whose row is committed (`keep`); [] when there is no trace. */
+export async function readTrace(dir: string, keep: (index: number) => boolean): Promise<TraceLine[]> {
+  const file = join(dir, TRACE_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw new MelboError(`cannot read the trace: ${(e as Error).message}`, { file });
+  }
+  const lines: TraceLine[] = [];
+  for (const [i, line] of text.split("\n").entries()) {
+    if (line.trim() === "") continue;
+    let entry: TraceLine;
+    try {
+      entry = JSON.parse(line) as TraceLine;
+    } catch {
+      throw new MelboError(`line ${i + 1} is not JSON: the trace is damaged`, { file });
+    }
+    if (typeof entry !== "object" || entry === null || !Number.isInteger(entry.index) || !Number.isInteger(entry.every) || !Array.isArray(entry.relLoss)) {
+      throw new MelboError(`line ${i + 1} is not a trace line ({"index", "every", "relLoss": […]})`, { file });
+    }
+    if (keep(entry.index)) lines.push(entry);
+  }
+  return lines;
+}
