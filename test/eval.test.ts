@@ -14,7 +14,7 @@ import { parseRowList, parseVectorRef, readVectorRows, writeVectors } from "../s
 import { ortho } from "../src/search/ortho.js";
 import { readOrthoRun } from "../src/search/ortho-files.js";
 import { Rng } from "../src/util/rng.js";
-import { cli } from "./helpers/cli.js";
+import { cli, startCli, type CliResult } from "./helpers/cli.js";
 import { tempDir } from "./helpers/errors.js";
 import { testModel } from "./helpers/models.js";
 
@@ -206,6 +206,36 @@ describe("eval on a model", () => {
     const emptyPrompts = await cli(["eval", "--model", dir, "--vectors", plain, "--at", "1", "--prompts-file", promptsFile, "--out", join(work, "p5")]);
     assert.equal(emptyPrompts.code, 2);
     assert.match(emptyPrompts.stderr, /prompts\.txt: the prompts file holds no prompt/);
+  });
+
+  it("a SIGKILLed `melbo eval` continues with --resume to the files of an uninterrupted one", async () => {
+    const args = (out: string) => ["eval", "--model", model.dir, "--vectors", join(runDir, "vectors.safetensors"), "--sums", "2", "--scales", "1,2", "--max-new-tokens", "12", "--batch", "1", "--out", out];
+    const whole = join(work, "kill-whole"), killed = join(work, "kill-parts");
+    const full = await cli(args(whole));
+    assert.equal(full.code, 0, full.stderr);
+    const read = async (dir: string) => ({
+      doc: { ...(JSON.parse(await readFile(join(dir, "eval.json"), "utf8")) as EvalFile), seconds: 0 },
+      gens: await readFile(join(dir, "generations.jsonl"), "utf8"),
+    });
+    const expected = await read(whole);
+    const committed = (): Promise<number> => readFile(join(killed, "eval.json"), "utf8").then((t) => (JSON.parse(t) as EvalFile).entries.length, () => 0);
+    let landed = 0;
+    for (let k = 0; k < 4; k++) {
+      const before = await committed();
+      const { child, result } = startCli([...args(killed), ...(k > 0 ? ["--resume"] : [])]);
+      // Kill once this process has committed a chunk of its own (or ended).
+      let ended: CliResult | null = null;
+      void result.then((r) => (ended = r));
+      while (ended === null && (await committed()) <= before) await new Promise((r) => setTimeout(r, 10));
+      child.kill("SIGKILL");
+      if ((await result).signal === "SIGKILL") landed++;
+    }
+    assert.ok(landed >= 3, `only ${landed} of 4 kills landed mid-eval`);
+    const last = await cli([...args(killed), "--resume"]);
+    assert.equal(last.code, 0, last.stderr);
+    const got = await read(killed);
+    assert.deepEqual(got.doc, expected.doc);
+    assert.equal(got.gens, expected.gens);
   });
 
   it("a scale multiplies the vector: forward and generate with scale s equal the vector × s", async () => {

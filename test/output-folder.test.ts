@@ -111,13 +111,15 @@ describe("output folders", () => {
     });
 
     it("demo: the default folder is never reused (melbo-demo, melbo-demo-2); a non-empty --out needs --force, which keeps other files", async () => {
-      const tiny = ["--count", "2", "--block", "2", "--steps", "2", "--train-steps", "2", "--candidates", "1"];
+      const tiny = ["--count", "2", "--block", "2", "--steps", "2", "--train-steps", "2", "--candidates", "1", "--new-tokens", "2"];
       const cwd = join(work, "demo-cwd");
       await mkdir(cwd);
       for (const expected of ["melbo-demo", "melbo-demo-2"]) {
         const r = await cli(["demo", ...tiny], { cwd });
         assert.equal(r.code, 0, r.stderr);
         assert.ok(existsSync(join(cwd, expected, "ortho", "vectors.safetensors")), expected);
+        for (const file of ["eval/eval.json", "eval/generations.jsonl", "report.html"]) assert.ok(existsSync(join(cwd, expected, file)), `${expected}/${file}`);
+        assert.match(r.stdout, new RegExp(`report: .*${expected}/report\\.html`));
       }
       const out = join(work, "demo-out");
       await mkdir(out);

@@ -204,6 +204,18 @@ describe("MELBO training", () => {
     assert.equal(found, 1);
   });
 
+  it("--trace writes each vector's objective every K steps from the start; a resumed run writes the same trace", async () => {
+    const whole = join(await tempDir("melbo-train-"), "run"), parts = join(await tempDir("melbo-train-"), "run");
+    const r = await train(model, base({ count: 3, steps: 5, traceEvery: 2, out: whole }));
+    const read = (dir: string) => readFile(join(dir, "trace.jsonl"), "utf8");
+    const lines = (await read(whole)).trim().split("\n").map((l) => JSON.parse(l) as { index: number; every: number; objective: number[] });
+    assert.deepEqual(lines.map((l) => [l.index, l.every, l.objective.length]), [[0, 2, 3], [1, 2, 3], [2, 2, 3]], "steps 1, 3, 5 of 5");
+    lines.forEach((l, k) => assert.equal(l.objective[0], r.log[k]!.startObjective, "the first point is F at the start"));
+    await train(model, base({ count: 2, steps: 5, traceEvery: 2, out: parts }));
+    await train(model, base({ count: 3, steps: 5, traceEvery: 2, out: parts, resume: true }));
+    assert.equal(await read(parts), await read(whole));
+  });
+
   it("trained vectors change the greedy continuation", async () => {
     const r = await train(model, base({ prompts: [prompts[0]!], count: 3, steps: 30 }));
     const plain = (await model.generate(prompts[0]!, { maxNewTokens: 8, stopTokens: [] })).tokens[0]!;

@@ -14,9 +14,10 @@ import { infoCommand } from "./commands/info.js";
 import { makeTestModelCommand } from "./commands/make-test-model.js";
 import { orthoCommand } from "./commands/ortho.js";
 import { calibrateCommand } from "./commands/calibrate.js";
+import { reportCommand } from "./commands/report.js";
 import { trainCommand } from "./commands/train.js";
 
-export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand];
+export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand, reportCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -1,8 +1,8 @@
-// OUT/trace.jsonl of an ortho run (`--trace K`): one line per found vector with its relative loss
-// r every K steps, for the report's loss curves. Written atomically before vectors.safetensors
+// OUT/trace.jsonl of a search run (`--trace K`): one line per vector with its loss every K steps,
+// for the report's curves: r (relLoss) for MELBO-ortho, the objective F for MELBO training. Written atomically before vectors.safetensors
 // (the commit point), so that on resume the lines past the committed rows are dropped, like the log's.
 
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
 import { writeTextAtomic } from "../io/atomic.js";
@@ -12,12 +12,16 @@ export const TRACE_FILE = "trace.jsonl";
 export interface TraceLine {
   /** Row of vectors.safetensors. */
   index: number;
-  /** Steps between two points: relLoss[j] is r at the start of step 1 + j·every. */
+  /** Steps between two points: point j is the value at the start of step 1 + j·every. */
   every: number;
-  relLoss: number[];
+  /** MELBO-ortho: r = ‖z(θ) − z0‖ / ‖z0 − z(0)‖. */
+  relLoss?: number[];
+  /** MELBO training: the objective F. */
+  objective?: number[];
 }
 
 export async function writeTrace(dir: string, lines: readonly TraceLine[]): Promise<void> {
+  await mkdir(dir, { recursive: true });
   await writeTextAtomic(join(dir, TRACE_FILE), lines.map((l) => JSON.stringify(l) + "\n").join(""));
 }
 
@@ -40,8 +44,8 @@ export async function readTrace(dir: string, keep: (index: number) => boolean): 
     } catch {
       throw new MelboError(`line ${i + 1} is not JSON: the trace is damaged`, { file });
     }
-    if (typeof entry !== "object" || entry === null || !Number.isInteger(entry.index) || !Number.isInteger(entry.every) || !Array.isArray(entry.relLoss)) {
-      throw new MelboError(`line ${i + 1} is not a trace line ({"index", "every", "relLoss": […]})`, { file });
+    if (typeof entry !== "object" || entry === null || !Number.isInteger(entry.index) || !Number.isInteger(entry.every) || !(Array.isArray(entry.relLoss) || Array.isArray(entry.objective))) {
+      throw new MelboError(`line ${i + 1} is not a trace line ({"index", "every", "relLoss" or "objective": […]})`, { file });
     }
     if (keep(entry.index)) lines.push(entry);
   }

@@ -9,6 +9,7 @@ import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm } from "./basis.js";
 import { formatPositions, resolvePositions, type Positions } from "./positions.js";
 import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
+import { readTrace, writeTrace, type TraceLine } from "./trace-file.js";
 import { readTrainRun, writeTrainRun, type TrainLogLine, type TrainRunFiles } from "./train-files.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
 
@@ -45,6 +46,8 @@ export interface TrainOptions {
   /** Free blocks 0..source and the embedding once the prompts' inputs are computed. */
   releaseEarlyBlocks?: boolean;
   progressEvery?: number; // default 10
+  /** > 0 (with `out`): write each vector's objective every this many steps to OUT/trace.jsonl (default 0: off). */
+  traceEvery?: number;
   onProgress?: (p: TrainProgress) => void;
   onVector?: (line: TrainLogLine, theta: Float32Array) => void;
   /** Called once before training starts with the number of vectors taken from a saved run (0 when none). */
@@ -220,6 +223,9 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
   // What the run ran on, saved with it and checked on resume: read only when there is a run folder.
   const fingerprint = options.out !== undefined ? await model.fingerprint(settings.target) : undefined;
   let done = 0;
+  const traceEvery = options.traceEvery ?? 0;
+  if (!Number.isInteger(traceEvery) || traceEvery < 0) throw new MelboError(`traceEvery must be a non-negative integer, got ${traceEvery}`);
+  let traces: TraceLine[] = [];
   if (options.resume) {
     if (options.out === undefined) throw new MelboError("resume needs an output directory");
     const saved = await readTrainRun<TrainSettings>(options.out);
@@ -228,6 +234,7 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
       done = Math.min(saved.state.rows, count);
       vectors.set(saved.vectors.subarray(0, done * d));
       log = saved.log.slice(0, done);
+      traces = await readTrace(options.out, (index) => index < done);
       // The basis grows from the saved float32 rows exactly as it did the first time, so the
       // vectors after them are the ones an uninterrupted run finds.
       if (!settings.independent) for (let k = 0; k < done; k++) basis.add(vectors.subarray(k * d, (k + 1) * d));
@@ -275,10 +282,16 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
         seed: settings.seed + done + r,
       };
       log.push(line);
+      if (traceEvery > 0) {
+        const objective: number[] = [];
+        for (let s = 0; s < settings.steps; s += traceEvery) objective.push(result.trace[s * rows + r]!);
+        traces.push({ index: done + r, every: traceEvery, objective });
+      }
       options.onVector?.(line, theta);
     }
     done += rows;
     if (options.out !== undefined) {
+      if (traceEvery > 0 || traces.length > 0) await writeTrace(options.out, traces);
       await writeTrainRun(options.out, { settings, state: { rows: done, count }, vectors: vectors.slice(0, done * d), d, log, model: fingerprint! }, options.metadata);
     }
   }

@@ -1,6 +1,7 @@
 // `melbo demo`: the whole pipeline on the embedded default model (models/default, made by
-// setup): MELBO finds candidate steering vectors without labels, then MELBO-ortho copies the
-// first one into many orthogonal vectors. Short settings, so that it ends in minutes on 2 cores.
+// setup): MELBO finds candidate steering vectors without labels, MELBO-ortho copies the first one
+// into many orthogonal vectors, eval judges them and report draws it all in one HTML page.
+// Short settings, so that it ends in minutes on 2 cores.
 
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -8,6 +9,9 @@ import { fileURLToPath } from "node:url";
 import { MelboError } from "../../errors.js";
 import { prepareOutputFolder } from "../../io/output-folder.js";
 import { checkDevice, loadModel } from "../../model/model.js";
+import { evaluate } from "../../eval/eval.js";
+import { readVectorRows } from "../../io/vectors.js";
+import { writeReport } from "../../report/report.js";
 import { train } from "../../search/train.js";
 import { flag, int, num, oneOf, str, type Values } from "../args.js";
 import { defaultChoice, defaultOf, defaultString, modelOptions, type Command, type OptionTable } from "../command.js";
@@ -28,7 +32,7 @@ function freeFolderName(base: string): string {
 }
 
 const demoOptions = {
-  out: { type: "string", value: "DIR", default: "melbo-demo", defaultText: "melbo-demo, or melbo-demo-2, … if taken", help: "folder for the two runs, melbo/ and ortho/" },
+  out: { type: "string", value: "DIR", default: "melbo-demo", defaultText: "melbo-demo, or melbo-demo-2, … if taken", help: "folder for the runs melbo/ and ortho/, eval/ and report.html" },
   force: { type: "boolean", help: "replace the files melbo writes in a non-empty --out" },
   candidates: { type: "string", value: "N", default: 4, help: "MELBO: candidate vectors trained" },
   radius: { type: "string", value: "R", default: DEMO_RADIUS, help: "MELBO: norm of the candidates" },
@@ -37,6 +41,7 @@ const demoOptions = {
   block: { type: "string", value: "B", default: 16, help: "MELBO-ortho: vectors optimised at once" },
   steps: { type: "string", value: "N", default: 300, help: "MELBO-ortho: Adam steps per block" },
   projection: { type: "string", value: "post|grad", default: "grad", help: "MELBO-ortho: post projects θ after each step; grad the gradient too" },
+  "new-tokens": { type: "string", value: "N", default: 30, help: "eval: tokens per continuation" },
   model: { ...modelOptions.model, required: false, defaultText: "models/default, the embedded default model" },
   device: modelOptions.device,
 } satisfies OptionTable;
@@ -58,6 +63,7 @@ export const demoCommand: Command = {
     const force = flag(v, "force");
     // The folder itself (a non-empty one needs --force), then its two runs.
     for (const dir of [out, join(out, "melbo"), join(out, "ortho")]) await prepareOutputFolder(dir, { kind: "run", flag: "--out", force });
+    await prepareOutputFolder(join(out, "eval"), { kind: "eval", flag: "--out", force });
     const model = await loadModel(dir, { device });
     const abort = abortOnSignals();
     try {
@@ -71,7 +77,7 @@ export const demoCommand: Command = {
         prompts: [tokens], count: candidates, radius: num(v, "radius", byDefault("radius")), steps: int(v, "train-steps", byDefault("train-steps"), 1),
         // 10× the original's lr: at d = 256, lr 1e-3 moves θ too little in a demo's 100 steps.
         lr: 0.01,
-        source: SOURCE, target: TARGET, out: join(out, "melbo"), signal: abort.signal,
+        source: SOURCE, target: TARGET, out: join(out, "melbo"), signal: abort.signal, traceEvery: 5,
         metadata: { model: dir, prompt: PROMPT },
         onProgress: (p) => bar.update(p.done + p.step / p.steps, p.count, `${p.done}/${p.count} vectors  ETA ${formatSeconds(p.etaSeconds)}  F ${p.meanObjective.toFixed(2)}`),
       });
@@ -88,16 +94,45 @@ export const demoCommand: Command = {
       // 2. MELBO-ortho: copy the first candidate. Projecting the gradient too (grad) finds far
       //    better copies than the seed-exact post mode on small models (see README figures).
       const theta0 = trained.vectors.slice(0, d);
+      const orthoOut = join(out, "ortho");
       await runOrthoWithProgress(
         model,
         {
           theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:0`, tokens, prompt: PROMPT,
           count: int(v, "count", byDefault("count"), 1), source: SOURCE, target: TARGET, block: int(v, "block", byDefault("block"), 1), blockMode: "distinct", seed: 0,
           steps: int(v, "steps", byDefault("steps"), 0), lr: 0.01, projection: oneOf(v, "projection", PROJECTIONS, defaultChoice(demoOptions, "projection", PROJECTIONS)),
-          lossTolerance: 0, minNorm: 0.1, patience: 10, out: join(out, "ortho"), resume: false,
+          lossTolerance: 0, minNorm: 0.1, patience: 10, out: orthoOut, resume: false, traceEvery: 10,
         },
         abort.signal,
       );
+
+      // 3. eval: what each copy does to the first answer token and to continuations, beside θ0.
+      const found = await readVectorRows(join(orthoOut, "vectors.safetensors"), d);
+      const evalBar = new ProgressBar("eval");
+      const doc = await evaluate(model, {
+        vectors: found.data, rows: found.rows, file: found.file, fileRows: found.fileRows, kind: "ortho",
+        ortho: { theta0, source: SOURCE, target: TARGET, tokens }, prompts: [{ text: PROMPT, tokens }], at: SOURCE,
+        sums: [2, 3, 10, 20], maxNewTokens: int(v, "new-tokens", byDefault("new-tokens"), 1), samples: 1, seed: 0,
+        out: join(out, "eval"), signal: abort.signal,
+        onProgress: (p) => evalBar.update(p.done, p.total, `${Math.floor(p.done)}/${p.total} entries`),
+      });
+      evalBar.done();
+      const vectors = doc.entries.filter((e) => e.kind === "vector");
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
+      const unsteered = doc.entries.find((e) => e.kind === "unsteered")!;
+      process.stdout.write(
+        [
+          `eval: ${vectors.length} vectors; first answer token, KL(P_k ‖ P_θ0) in nats (small = does what θ0 does):`,
+          `  unsteered ${unsteered.klToReference.toFixed(3)}, vectors median ${median(vectors.map((e) => e.klToReference)).toFixed(3)}, ` +
+            `best ${Math.min(...vectors.map((e) => e.klToReference)).toFixed(3)}; vectors closer to θ0 than the unsteered model: ${vectors.filter((e) => e.klToReference < unsteered.klToReference).length}`,
+          ...doc.entries.filter((e) => e.kind === "sum").map((e) => `  sum of the first ${e.k}: KL ${e.klToReference.toFixed(3)}, r ${e.r?.toFixed(3) ?? "–"}, norm ${e.norm.toFixed(1)}`),
+          "",
+        ].join("\n"),
+      );
+
+      // 4. report: one HTML page with the plots and the generations.
+      const report = await writeReport(join(out, "eval"), { out: join(out, "report.html"), force });
+      process.stdout.write(`report: ${report.path}\n  (runs: ${join(out, "melbo")}, ${orthoOut}; eval: ${join(out, "eval")})\n`);
     } finally {
       abort.dispose();
       model.dispose();

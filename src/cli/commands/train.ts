@@ -84,6 +84,7 @@ const trainOptions = {
   lr: { type: "string", value: "X", default: 1e-3, help: "Adam learning rate" },
   independent: { type: "boolean", help: "train the vectors independently, in batches, not each orthogonal to the earlier ones" },
   batch: { type: "string", value: "N", default: 32, help: "vectors per batch, with --independent" },
+  trace: { type: "string", value: "K", default: 0, defaultText: "0 = off", help: "write each vector's objective every K steps to OUT/trace.jsonl (melbo report plots it)" },
   out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, log.jsonl" },
   ...runFolderFlags,
 } satisfies OptionTable;
@@ -103,6 +104,7 @@ export const trainCommand: Command = {
     const independent = flag(v, "independent");
     if (!independent && str(v, "batch") !== undefined) throw new UsageError("--batch applies to --independent training only");
     const { resume, force } = resumeOrForce(v);
+    const traceEvery = int(v, "trace", byDefault("trace"), 0);
     const steps = int(v, "steps", byDefault("steps"), 0), batch = int(v, "batch", byDefault("batch"), 1), lr = num(v, "lr", byDefault("lr"));
     const { source, target } = await blocksFromArgs(v, a);
     await prepareOutputFolder(out, { kind: "run", flag: "--out", resume, canResume: true, force });
@@ -113,7 +115,7 @@ export const trainCommand: Command = {
       const prompts = promptTokensFromArgs(model, v, a.prompts);
       const result = await train(model, {
         prompts, count, radius, p: a.p, ...(a.q !== undefined ? { q: a.q } : {}), source, target, positions: a.positions,
-        steps, independent, batch, seed: a.seed, lr,
+        steps, independent, batch, seed: a.seed, lr, traceEvery,
         out, resume, signal: abort.signal, releaseEarlyBlocks: true,
         onResume: (rows) => {
           if (rows > 0) process.stderr.write(`resuming ${out}: ${rows} vectors already trained\n`);
