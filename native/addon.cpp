@@ -6,6 +6,7 @@
 #include "model_object.h"
 #include "js_convert.h"
 #include "projection.h"
+#include "pickle_io.h"
 
 #include <atomic>
 #include <cstring>
@@ -92,6 +93,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("projectBlock", Napi::Function::New(env, ProjectBlock));
   exports.Set("Model", melbo::ModelObject::Define(env));
   exports.Set("loadModel", Napi::Function::New(env, melbo::ModelObject::Load));
+  exports.Set("loadPt", Napi::Function::New(env, melbo::LoadPt));
+  exports.Set("savePt", Napi::Function::New(env, melbo::SavePt));
   return exports;
 }
 

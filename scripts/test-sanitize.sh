@@ -20,7 +20,7 @@ ROOT=$PWD
 # generation, release/dispose, kernels, projection) with valid and invalid input, and lifecycle
 # (dispose, concurrent jobs, aborts, load cycles). Tests of the TypeScript-only readers, the CLI
 # and the reference parities (Python/llama.cpp, minutes each) are left to `npm test`.
-DEFAULT_TESTS=(engine attention skinny kernels projection ortho-block ortho train lifecycle)
+DEFAULT_TESTS=(engine attention skinny kernels projection ortho-block ortho train lifecycle formats eval)
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=("${DEFAULT_TESTS[@]}")
 

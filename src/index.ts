@@ -13,6 +13,7 @@ export { ortho, orthoInputs } from "./search/ortho.js";
 export type { OrthoOptions, OrthoEvent, OrthoSettings, Projection, StopReason } from "./search/ortho.js";
 export { maxAbsCosine } from "./search/basis.js";
 export { readVectors, writeVectors, readVectorRef } from "./io/vectors.js";
+export { importVectors, importToFile, exportVectors, type ImportedVectors, type ExportFormat, type ExportOptions, type ExportResult } from "./io/formats/index.js";
 export { train, trainInputs, defaultBlocks } from "./search/train.js";
 export type { TrainOptions, TrainResult, TrainSettings, TrainProgress } from "./search/train.js";
 export { calibrate, defaultRadii } from "./search/calibrate.js";

@@ -164,6 +164,10 @@ export interface NativeAddon {
   setThreads(n: number): void;
   cudaAvailable(): boolean;
   loadModel(o: NativeLoadOptions): Promise<NativeModel>;
+  /** PyTorch .pt bytes (torch.save: a tensor, or a list/tuple of tensors) → each tensor as float32; sync (native/pickle_io.h). */
+  loadPt(bytes: Uint8Array): { shape: number[]; dtype: "float32" | "float64" | "float16" | "bfloat16"; data: Float32Array }[];
+  /** The bytes torch.save writes for an [n, d] float32 tensor (torch::pickle_save); sync. */
+  savePt(o: { data: Float32Array; n: number; d: number }): Buffer;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");

@@ -7,9 +7,11 @@ import { MELBO_VERSION } from "../version.js";
 import { UsageError, joinNegativeNumbers } from "./args.js";
 import { commandHelp, parseArgsOptions, usageLine, type Command } from "./command.js";
 import { demoCommand } from "./commands/demo.js";
+import { exportCommand } from "./commands/export.js";
 import { evalCommand } from "./commands/eval.js";
 import { forwardCommand } from "./commands/forward.js";
 import { generateCommand } from "./commands/generate.js";
+import { importCommand } from "./commands/import.js";
 import { infoCommand } from "./commands/info.js";
 import { makeTestModelCommand } from "./commands/make-test-model.js";
 import { orthoCommand } from "./commands/ortho.js";
@@ -17,7 +19,7 @@ import { calibrateCommand } from "./commands/calibrate.js";
 import { reportCommand } from "./commands/report.js";
 import { trainCommand } from "./commands/train.js";
 
-export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, makeTestModelCommand, reportCommand];
+export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, importCommand, exportCommand, makeTestModelCommand, reportCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

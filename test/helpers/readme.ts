@@ -3,11 +3,11 @@
 
 import assert from "node:assert/strict";
 
-/** The ```js blocks of a README section ("## heading"). */
-export function codeBlocks(markdown: string, heading: string): string[] {
+/** The ```js (or ```LANG) blocks of a README section ("## heading"). */
+export function codeBlocks(markdown: string, heading: string, lang = "js"): string[] {
   const start = markdown.indexOf(`\n## ${heading}\n`);
   assert.ok(start >= 0, `README has no "## ${heading}" section`);
   const end = markdown.indexOf("\n## ", start + 1);
   const section = markdown.slice(start, end < 0 ? undefined : end);
-  return [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  return [...section.matchAll(new RegExp("```" + lang + "\\n([\\s\\S]*?)```", "g"))].map((m) => m[1]!);
 }
