@@ -32,7 +32,10 @@ export function parseRowList(text: string): number[] {
   for (const part of text.split(",")) {
     const [a, b] = part.split("-").map(Number) as [number, number | undefined];
     const last = b ?? a;
-    if (!Number.isSafeInteger(a) || !Number.isSafeInteger(last)) throw new MelboError(`"${part}" is not a row or a range of rows`);
+    if (!Number.isSafeInteger(a) || !Number.isSafeInteger(last)) {
+      if (/^\d+(-\d+)?$/.test(part)) throw new MelboError(`row ${part.split("-").find((x) => !Number.isSafeInteger(Number(x)))} does not exist (no file has that many rows)`);
+      throw new MelboError(`"${part}" is not a row or a range of rows`);
+    }
     if (last < a) throw new MelboError(`the range ${part} runs backwards: write ${last}-${a}`);
     if (last - a > 10_000_000) throw new MelboError(`the range ${part} is too long`);
     for (let r = a; r <= last; r++) rows.push(r);
@@ -86,7 +89,16 @@ export interface VectorRows {
  * file, checked against the model's width (`expectedD`, when given) and for non-finite values.
  */
 export async function readVectorRows(ref: string, expectedD?: number): Promise<VectorRows> {
-  const { path, rows: asked } = parseVectorRef(ref);
+  let parsed: ReturnType<typeof parseVectorRef>;
+  try {
+    parsed = parseVectorRef(ref);
+  } catch (e) {
+    // A row list that is no list of rows: name the file it was meant for.
+    const path = ref.slice(0, ref.lastIndexOf(":"));
+    if (e instanceof MelboError && path !== "") throw new MelboError(e.message, { file: resolve(path) });
+    throw e;
+  }
+  const { path, rows: asked } = parsed;
   // "FILE:x" with x not a row list: say so, rather than "file not found" for the whole text.
   const bad = /^(.+):([^:/\\]*)$/.exec(ref);
   if (asked === undefined && bad !== null && !existsSync(ref) && existsSync(bad[1]!)) {
