@@ -16,6 +16,7 @@ import { freemem } from "node:os";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
 import { writeTextAtomic } from "../io/atomic.js";
+import { parseJsonLines, readOptionalText } from "../io/json-lines.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
 import type { Model } from "../model/model.js";
 import { norm } from "../search/basis.js";
@@ -170,19 +171,9 @@ async function readSavedEval(out: string, now: EvalFile): Promise<{ saved: EvalF
   const ids = new Set(saved.entries.map((e) => e.id));
   const lines: GenerationLine[] = [];
   const genFile = join(out, GENERATIONS_FILE);
-  const genText = await readFile(genFile, "utf8").catch((e: NodeJS.ErrnoException) => {
-    if (e.code === "ENOENT") return "";
-    throw new MelboError(`cannot read: ${e.message}`, { file: genFile });
-  });
-  for (const [i, line] of genText.split("\n").entries()) {
-    if (line.trim() === "") continue;
-    let g: GenerationLine;
-    try {
-      g = JSON.parse(line) as GenerationLine;
-    } catch {
-      throw new MelboError(`line ${i + 1} is not JSON: the generations are damaged (start again with --force)`, { file: genFile });
-    }
-    if (ids.has(g.entry)) lines.push(g); // lines past the committed eval.json are dropped
+  for (const { value } of parseJsonLines(await readOptionalText(genFile, "generations"), genFile, "generations", " (start again with --force)")) {
+    const g = value as GenerationLine;
+    if (ids.has(g?.entry)) lines.push(g); // lines past the committed eval.json are dropped
   }
   return { saved, lines };
 }

@@ -8,6 +8,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MelboError, describeError } from "../errors.js";
 import { EVAL_FORMAT, type EvalEntry, type EvalFile, type GenerationLine } from "../eval/eval-file.js";
+import { parseJsonLines } from "../io/json-lines.js";
 import { readSafetensorsHeader, ALL_DTYPES } from "../model/safetensors.js";
 import { readOrthoRun, ORTHO_ALGORITHM, type OrthoRunFiles } from "../search/ortho-files.js";
 import type { OrthoSettings } from "../search/ortho.js";
@@ -80,16 +81,7 @@ async function readText(file: string): Promise<string> {
 
 /** Parses JSON lines; a bad line is reported with its number. */
 function jsonLines(text: string, file: string): { line: number; value: unknown }[] {
-  const out: { line: number; value: unknown }[] = [];
-  for (const [i, line] of text.split("\n").entries()) {
-    if (line.trim() === "") continue;
-    try {
-      out.push({ line: i + 1, value: JSON.parse(line) });
-    } catch {
-      throw new MelboError(`line ${i + 1} is not JSON: the file is damaged`, { file });
-    }
-  }
-  return out;
+  return parseJsonLines(text, file, "file");
 }
 
 /** Type checks with messages that name the field. */

@@ -10,10 +10,11 @@
 
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
 import { writeTextAtomic } from "../io/atomic.js";
+import { parseJsonLines, readOptionalText } from "../io/json-lines.js";
 import { readVectors, writeVectors } from "../io/vectors.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
 import { MELBO_VERSION } from "../version.js";
@@ -124,29 +125,17 @@ export async function readRunFiles<S, T, L extends { index: number }>(
   }
 
   const logFile = join(dir, LOG_FILE);
-  let text = "";
-  try {
-    text = await readFile(logFile, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new MelboError(`cannot read the log: ${(e as Error).message}`, { file: logFile });
-  }
   const log: L[] = [];
   let kept = "";
-  for (const [i, line] of text.split("\n").entries()) {
-    if (line.trim() === "") continue;
-    let entry: L;
-    try {
-      entry = JSON.parse(line) as L;
-    } catch {
-      // A killed write cannot leave a half line (the log is replaced atomically), so this is damage.
-      throw new MelboError(`line ${i + 1} is not JSON: the log is damaged (start again with --force, or restore the folder)`, { file: logFile });
-    }
+  // A killed write cannot leave a half line (the log is replaced atomically), so a bad line is damage.
+  for (const { line, text, value } of parseJsonLines(await readOptionalText(logFile, "log"), logFile, "log", " (start again with --force, or restore the folder)")) {
+    const entry = value as L;
     if (typeof entry !== "object" || entry === null || typeof entry.index !== "number") {
-      throw new MelboError(`line ${i + 1} has no vector index: the log is damaged`, { file: logFile });
+      throw new MelboError(`line ${line} has no vector index: the log is damaged`, { file: logFile });
     }
     if (!committed(entry, state)) continue;
     log.push(entry);
-    kept += line + "\n";
+    kept += text + "\n";
   }
   const logChecksum = meta[KEYS.logChecksum];
   if (logChecksum !== undefined && logChecksum !== sha256(kept)) {

@@ -2,10 +2,11 @@
 // for the report's curves: r (relLoss) for MELBO-ortho, the objective F for MELBO training. Written atomically before vectors.safetensors
 // (the commit point), so that on resume the lines past the committed rows are dropped, like the log's.
 
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
 import { writeTextAtomic } from "../io/atomic.js";
+import { parseJsonLines, readOptionalText } from "../io/json-lines.js";
 
 export const TRACE_FILE = "trace.jsonl";
 
@@ -28,24 +29,11 @@ export async function writeTrace(dir: string, lines: readonly TraceLine[]): Prom
 /** The trace lines saved in `dir` whose row is committed (`keep`); [] when there is no trace. */
 export async function readTrace(dir: string, keep: (index: number) => boolean): Promise<TraceLine[]> {
   const file = join(dir, TRACE_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw new MelboError(`cannot read the trace: ${(e as Error).message}`, { file });
-  }
   const lines: TraceLine[] = [];
-  for (const [i, line] of text.split("\n").entries()) {
-    if (line.trim() === "") continue;
-    let entry: TraceLine;
-    try {
-      entry = JSON.parse(line) as TraceLine;
-    } catch {
-      throw new MelboError(`line ${i + 1} is not JSON: the trace is damaged`, { file });
-    }
+  for (const { line, value } of parseJsonLines(await readOptionalText(file, "trace"), file, "trace")) {
+    const entry = value as TraceLine;
     if (typeof entry !== "object" || entry === null || !Number.isInteger(entry.index) || !Number.isInteger(entry.every) || !(Array.isArray(entry.relLoss) || Array.isArray(entry.objective))) {
-      throw new MelboError(`line ${i + 1} is not a trace line ({"index", "every", "relLoss" or "objective": […]})`, { file });
+      throw new MelboError(`line ${line} is not a trace line ({"index", "every", "relLoss" or "objective": […]})`, { file });
     }
     if (keep(entry.index)) lines.push(entry);
   }
