@@ -129,7 +129,7 @@ describe("hostile inputs: exit code 2 and a message naming the file", () => {
       assert.ok(isAbsolute(c.expectFile), c.name);
       assert.ok(c.dir.startsWith(root), c.name);
     }
-    for (const kind of ["model-folder", "config", "config-absurd", "safetensors", "shards", "tokenizer", "chat-template", "vectors", "resume"]) {
+    for (const kind of ["model-folder", "config", "config-absurd", "safetensors", "shards", "tokenizer", "chat-template", "vectors", "import", "resume"]) {
       assert.ok((kinds.get(kind) ?? 0) >= 5, `kind ${kind}: ${kinds.get(kind) ?? 0} cases`);
     }
     console.log(`hostile corpus: ${cases.length} cases: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(", ")}`);

@@ -13,6 +13,7 @@ import { spawnSync } from "node:child_process";
 import { copyFile, mkdir, readFile, readdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { cli } from "./cli.js";
+import { MAKE_FIXTURES, python } from "./python-formats.js";
 import { testModel } from "./models.js";
 
 export type HostileKind =
@@ -24,6 +25,7 @@ export type HostileKind =
   | "tokenizer"
   | "chat-template"
   | "vectors"
+  | "import"
   | "resume";
 
 export interface HostileCase {
@@ -50,6 +52,8 @@ export interface HostileBase {
   d: number;
   /** Valid vectors file: `vectors` [2, d] f32. */
   vectors: string;
+  /** Files `melbo import` must refuse (.pt and .npy written by Python: test/helpers/python-formats.ts). */
+  formats: string;
   /** A finished MELBO-ortho run on `model` (ORTHO_ARGS, 2 vectors) and a MELBO train run (TRAIN_ARGS). */
   orthoRun: string;
   trainRun: string;
@@ -197,7 +201,9 @@ export async function prepareHostileBase(root: string): Promise<HostileBase> {
     if (r.code !== 0) throw new Error(`making the base run ${out} failed (${r.code}): ${r.stderr}`);
   }
   const weights = splitSafetensors(new Uint8Array(await readFile(join(model, "model.safetensors"))));
-  return { root, model, d, vectors, orthoRun, trainRun, weights, tokenizer };
+  const formats = join(root, "base-formats");
+  await python(MAKE_FIXTURES, [formats, "0"]);
+  return { root, model, d, vectors, formats, orthoRun, trainRun, weights, tokenizer };
 }
 
 // ---------------------------------------------------------------- building blocks of cases
@@ -686,6 +692,37 @@ export function hostileCorpus(base: HostileBase, root: string): HostileCase[] {
   for (const row of [":abc", ":-1", ":", ":1.5", ": 1", ":0x1", ":1e0"]) vecCase(`bad row syntax ${JSON.stringify(row)}`, vec([2, d]), row, "is not a row");
   vecCase("data shorter than the header says", () => { const f = vec([2, d])(); return f.subarray(0, f.length - 4); }, ":0", "outside the data section");
   vecCase("offsets past the end", () => safetensorsFromHeader({ vectors: { dtype: "F32", shape: [1, d], data_offsets: [0, 4 * d] } }, new Uint8Array(8)), ":0", "outside the data section");
+
+  // ------------------------------------------------ files for `melbo import` (.pt, .npy)
+  const importCase = (file: string, fragment: string) =>
+    add("import", file, (dir) => {
+      const path = join(dir, file);
+      return {
+        build: async (dd) => { await mkdir(dd, { recursive: true }); await copyFile(join(base.formats, file), path); },
+        args: ["import", path, "--out", join(dir, "out.safetensors")], expectFile: path, expectFragment: fragment,
+      };
+    });
+  importCase("empty.pt", "holds an empty list");
+  importCase("dict.pt", "holds a dict");
+  importCase("string.pt", "holds a string");
+  importCase("int.pt", "only floating-point tensors");
+  importCase("3d.pt", "vectors must be [d] or [n, d]");
+  importCase("ragged.pt", "item 1 of the file's list has length 9");
+  importCase("truncated.pt", "the file is truncated");
+  importCase("deflated.pt", "is compressed");
+  importCase("legacy.pt", "legacy format");
+  importCase("storage-too-small.pt", "holds only 64 bytes");
+  importCase("view-too-large.pt", "reaches past the end of its storage");
+  importCase("no-mark.pt", "never opened");
+  importCase("deep.pt", "more than 64 levels deep");
+  importCase("self-append.pt", "puts a container into itself");
+  importCase("missing-record.pt", "which the zip archive does not hold");
+  importCase("os-system.pt", "not a torch tensor");
+  importCase("i4.npy", "dtype is '<i4'");
+  importCase("big-endian.npy", "big-endian");
+  importCase("fortran.npy", "Fortran order");
+  importCase("3d.npy", "vectors must be (d,) or (n, d)");
+  importCase("truncated.npy", "it is truncated");
 
   // ------------------------------------------------ run folders for --resume
   interface RunFile { header: Record<string, unknown>; data: Uint8Array }
