@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "adam.h"
 #include "ortho.h"       // Aborted
 #include "projection.h"  // projectOutBasis
 
@@ -120,16 +121,8 @@ TrainResult trainBlock(const Qwen2& model, const TrainRequest& request) {
     theta.mul_(1 - r.lr * r.weightDecay);
     expAvg.mul_(b1).add_(grad, 1 - b1);
     expAvgSq.mul_(b2).addcmul_(grad, grad, 1 - b2);
-    const double bias1 = 1 - std::pow(b1, static_cast<double>(step));
-    const double bias2 = 1 - std::pow(b2, static_cast<double>(step));
-    torch::Tensor denom;
-    if (r.amsgrad) {
-      torch::maximum_out(maxExpAvgSq, maxExpAvgSq, expAvgSq);
-      denom = (maxExpAvgSq.sqrt() / std::sqrt(bias2)).add_(r.eps);
-    } else {
-      denom = (expAvgSq.sqrt() / std::sqrt(bias2)).add_(r.eps);
-    }
-    theta.addcdiv_(expAvg, denom, -r.lr / bias1);
+    if (r.amsgrad) torch::maximum_out(maxExpAvgSq, maxExpAvgSq, expAvgSq);
+    theta = adamUpdate(theta, expAvg, r.amsgrad ? maxExpAvgSq : expAvgSq, r.lr, b1, b2, r.eps, step);
 
     auto next = theta.to(torch::kDouble);  // [V, d]
     if (r.orthogonal) next = projectOutBasis(next, r.learned);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "adam.h"
 #include "slice.h"
 
 namespace melbo {
@@ -82,10 +83,7 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     // Adam exactly as torch.optim.Adam's single-tensor update (weight_decay 0), per row.
     auto mNext = m * b1 + grad * (1 - b1);
     auto vNext = v.mul(b2).addcmul_(grad, grad, 1 - b2);
-    const double bias1 = 1 - std::pow(b1, static_cast<double>(step));
-    const double bias2 = 1 - std::pow(b2, static_cast<double>(step));
-    auto denom = (vNext.sqrt() / std::sqrt(bias2)).add_(r.eps);
-    auto updated = theta.addcdiv(mNext, denom, -r.lr / bias1);
+    auto updated = adamUpdate(theta, mNext, vNext, r.lr, b1, b2, r.eps, step);
     theta = torch::where(active, updated, theta);
     m = torch::where(active, mNext, m);
     v = torch::where(active, vNext, v);
