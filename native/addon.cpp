@@ -59,8 +59,7 @@ Napi::Value CudaAvailable(const Napi::CallbackInfo& info) {
 //   -> Float64Array [B*d]. Synchronous: for tests of the projection kernel, its CPU twin and the in-block modes.
 Napi::Value ProjectBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "projectBlock(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = melbo::optionsArgument(info, "projectBlock(options)");
   const int64_t d = melbo::getInt(o, "d");
   auto rows = melbo::float64Rows(o, "rows", d), basis = melbo::float64Rows(o, "basis", d);
   const bool cuda = o.Get("device").IsString() && o.Get("device").As<Napi::String>().Utf8Value() == "cuda";

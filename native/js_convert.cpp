@@ -10,6 +10,11 @@ static Napi::Value need(const Napi::Object& o, const char* key) {
   return v;
 }
 
+Napi::Object optionsArgument(const Napi::CallbackInfo& info, const char* call) {
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(call) + ": options object required");
+  return info[0].As<Napi::Object>();
+}
+
 bool has(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   return !v.IsUndefined() && !v.IsNull();

@@ -8,6 +8,10 @@
 
 namespace melbo {
 
+// The options object every entry point takes as its first argument; `call` names the entry point
+// in the TypeError thrown without one ("forward(options)").
+Napi::Object optionsArgument(const Napi::CallbackInfo& info, const char* call);
+
 // Option readers: throw a TypeError naming the option when it is missing or of the wrong kind.
 bool has(const Napi::Object& o, const char* key);
 int64_t getInt(const Napi::Object& o, const char* key);

@@ -138,8 +138,7 @@ std::shared_ptr<Qwen2> ModelObject::model(Napi::Env env) const {
 
 Napi::Value ModelObject::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "loadModel(options): options object required");
-  LoadRequest request = parseLoad(info[0].As<Napi::Object>());
+  LoadRequest request = parseLoad(optionsArgument(info, "loadModel(options)"));
   using Result = std::shared_ptr<Qwen2>;
   return PromiseWorker<Result>::Start(
       env, [request]() { return std::make_shared<Qwen2>(loadQwen2(request)); },
@@ -162,8 +161,7 @@ Napi::Value ModelObject::Load(const Napi::CallbackInfo& info) {
 Napi::Value ModelObject::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "forward(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "forward(options)");
   ForwardRequest r;
   auto flat = int32TensorAsLong(o, "tokens");
   const int64_t B = getInt(o, "batch", 1);
@@ -196,8 +194,7 @@ Napi::Value ModelObject::Forward(const Napi::CallbackInfo& info) {
 Napi::Value ModelObject::OrthoLossGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "orthoLossGrad(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "orthoLossGrad(options)");
   const int64_t d = model->cfg.hidden;
   SliceRequest r;
   r.source = getInt(o, "source");
@@ -221,8 +218,7 @@ Napi::Value ModelObject::OrthoLossGrad(const Napi::CallbackInfo& info) {
 Napi::Value ModelObject::SliceMean(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "sliceMean(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "sliceMean(options)");
   const int64_t d = model->cfg.hidden;
   auto x = float32Tensor(o, "x", {getInt(o, "seq"), d});
   auto thetas = float32Tensor(o, "thetas", {getInt(o, "batch"), d});
@@ -244,8 +240,7 @@ Napi::Value ModelObject::SliceMean(const Napi::CallbackInfo& info) {
 Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "generate(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "generate(options)");
   GenerateRequest r;
   r.prompt = int32TensorAsLong(o, "tokens");
   if (has(o, "vectors")) {
@@ -280,8 +275,7 @@ Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
 Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "orthoBlock(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "orthoBlock(options)");
   const int64_t d = model->cfg.hidden;
   OrthoRequest r;
   r.x = float32Tensor(o, "x", {getInt(o, "seq"), d});
@@ -336,8 +330,7 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
 Napi::Value ModelObject::TrainBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto model = this->model(env);
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "trainBlock(options): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "trainBlock(options)");
   const int64_t d = model->cfg.hidden;
   TrainRequest r;
   if (!o.Get("examples").IsArray()) throw Napi::TypeError::New(env, "option 'examples' must be an array");

@@ -650,8 +650,7 @@ Napi::Value LoadPt(const Napi::CallbackInfo& info) {
 
 Napi::Value SavePt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "savePt({ data, n, d }): options object required");
-  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Object o = optionsArgument(info, "savePt({ data, n, d })");
   const int64_t n = getInt(o, "n"), d = getInt(o, "d");
   if (n < 1 || d < 1 || n > (int64_t{1} << 31) || d > (int64_t{1} << 31)) throw Napi::RangeError::New(env, "savePt: n and d must be between 1 and 2^31");
   try {
