@@ -1,7 +1,7 @@
 // Pieces several commands share: loading a model and building its prompt from CLI options.
 
 import { MelboError } from "../errors.js";
-import { readVectorRef, readVectorRows, type VectorRows } from "../io/vectors.js";
+import { readVectorRows, type VectorRows } from "../io/vectors.js";
 import { readConfig } from "../model/config.js";
 import { checkDevice, loadModel, type LoadOptions, type Model } from "../model/model.js";
 import { setThreads } from "../native.js";
@@ -31,8 +31,7 @@ export function promptFromArgs(model: Model, v: Values): Int32Array {
  * load of seconds. `single`: exactly one vector is needed (the message asks for :row).
  */
 export async function vectorsFromArgs(v: Values, flagName: string, ref: string, single: boolean): Promise<{ data: Float32Array; n: number }> {
-  const config = await readConfig(required(v, "model"));
-  const vec = await readVectorRef(ref, config.hiddenSize);
+  const vec = await vectorRowsFromArgs(v, ref);
   if (single && vec.n !== 1) throw new MelboError(`--${flagName} needs one vector: add :row (the file has ${vec.n})`, { file: vec.file });
   return vec;
 }

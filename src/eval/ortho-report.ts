@@ -2,6 +2,7 @@
 // (r < 1), how many reach r ≤ 0.5, beside random vectors of the same norms orthogonal to θ0.
 
 import type { Model } from "../model/model.js";
+import { lowerMedian } from "../util/median.js";
 import { Rng } from "../util/rng.js";
 import { dot, norm } from "../search/basis.js";
 
@@ -20,7 +21,7 @@ export function relLossStats(r: readonly number[]): RelLossStats {
     beatZero: r.filter((x) => x < 1).length,
     half: r.filter((x) => x <= 0.5).length,
     best: sorted[0] ?? NaN,
-    median: sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)]! : NaN,
+    median: lowerMedian(r),
   };
 }
 

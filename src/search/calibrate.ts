@@ -4,6 +4,8 @@
 // KL(P_k ‖ P_unsteered) at the last prompt position (the original's KL(P_k ‖ P_0), §4).
 // Too small an R changes nothing; too large an R gives every vector the same broken output.
 
+import { klDivergence, logSoftmax } from "../eval/distribution.js";
+import { lowerMedian } from "../util/median.js";
 import { MelboError } from "../errors.js";
 import type { Model } from "../model/model.js";
 import { train, trainBlocks, type TrainOptions, type TrainProgress } from "./train.js";
@@ -64,28 +66,6 @@ export function defaultRadii(residNorm: number): number[] {
   return [0.125, 0.25, 0.5, 1, 2].map((f) => Number((f * residNorm).toPrecision(3)));
 }
 
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)]!;
-}
-
-/** log-softmax of one row of logits, in float64. */
-function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  let sum = 0;
-  for (const x of logits) sum += Math.exp(x - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(logits, (x) => x - lse);
-}
-
-/** KL(P ‖ Q) from log-probabilities. */
-function kl(logP: Float64Array, logQ: Float64Array): number {
-  let s = 0;
-  for (let i = 0; i < logP.length; i++) s += Math.exp(logP[i]!) * (logP[i]! - logQ[i]!);
-  return s;
-}
-
 /** Log-probabilities of the next token after `tokens`, one row per steering vector (or unsteered). */
 async function nextTokenLogProbs(model: Model, tokens: Int32Array, vectors: Float32Array | null, at: number): Promise<Float64Array[]> {
   const d = model.hidden;
@@ -137,7 +117,7 @@ export async function calibrate(model: Model, o: CalibrateOptions): Promise<Cali
     for (let i = 0; i < d; i++) s += x[t * d + i]! ** 2;
     norms.push(Math.sqrt(s));
   }
-  const residNorm = median(norms);
+  const residNorm = lowerMedian(norms);
   const radii = o.radii ?? defaultRadii(residNorm);
   if (radii.length === 0) throw new MelboError("the grid of R is empty");
   for (const R of radii) if (!(Number.isFinite(R) && R > 0)) throw new MelboError(`every R must be a number > 0, got ${R}`);
@@ -157,7 +137,7 @@ export async function calibrate(model: Model, o: CalibrateOptions): Promise<Cali
     });
     const continuations = (await model.generate(prompt, { vectors: trained.vectors, at: source, maxNewTokens })).tokens;
     const key = (t: Int32Array) => t.join(",");
-    const kls = (await nextTokenLogProbs(model, prompt, trained.vectors, source)).map((lp) => kl(lp, plain!));
+    const kls = (await nextTokenLogProbs(model, prompt, trained.vectors, source)).map((lp) => klDivergence(lp, plain!));
     const objectives = trained.log.map((l) => l.objective);
     rows.push({
       radius,

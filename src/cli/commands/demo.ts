@@ -13,6 +13,7 @@ import { evaluate } from "../../eval/eval.js";
 import { readVectorRows } from "../../io/vectors.js";
 import { writeReport } from "../../report/report.js";
 import { train } from "../../search/train.js";
+import { lowerMedian } from "../../util/median.js";
 import { flag, int, num, oneOf, str, type Values } from "../args.js";
 import { defaultChoice, defaultOf, defaultString, modelOptions, type Command, type OptionTable } from "../command.js";
 import { ProgressBar, formatSeconds } from "../progress-bar.js";
@@ -118,12 +119,11 @@ export const demoCommand: Command = {
       });
       evalBar.done();
       const vectors = doc.entries.filter((e) => e.kind === "vector");
-      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
       const unsteered = doc.entries.find((e) => e.kind === "unsteered")!;
       process.stdout.write(
         [
           `eval: ${vectors.length} vectors; first answer token, KL(P_k ‖ P_θ0) in nats (small = does what θ0 does):`,
-          `  unsteered ${unsteered.klToReference.toFixed(3)}, vectors median ${median(vectors.map((e) => e.klToReference)).toFixed(3)}, ` +
+          `  unsteered ${unsteered.klToReference.toFixed(3)}, vectors median ${lowerMedian(vectors.map((e) => e.klToReference)).toFixed(3)}, ` +
             `best ${Math.min(...vectors.map((e) => e.klToReference)).toFixed(3)}; vectors closer to θ0 than the unsteered model: ${vectors.filter((e) => e.klToReference < unsteered.klToReference).length}`,
           ...doc.entries.filter((e) => e.kind === "sum").map((e) => `  sum of the first ${e.k}: KL ${e.klToReference.toFixed(3)}, r ${e.r?.toFixed(3) ?? "–"}, norm ${e.norm.toFixed(1)}`),
           "",
