@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace melbo {
@@ -57,7 +58,9 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
   torch::Tensor firstLogits;  // [B, V]
 
   auto step = torch::Tensor(r.prompt).unsqueeze(0).expand({B, T});  // [B, T] tokens of this step
-  for (int64_t i = 0; i < r.maxNewTokens && running > 0; ++i) {
+  // With firstLogits the prompt's pass runs even for maxNewTokens == 0 (the logits alone).
+  const int64_t passes = std::max<int64_t>(r.maxNewTokens, r.firstLogits ? 1 : 0);
+  for (int64_t i = 0; i < passes && running > 0; ++i) {
     const int64_t n = step.size(1);
     auto rope = model.rope(cache.length, n);
     auto h = model.embedTokens(step);  // [B, n, d]
@@ -68,6 +71,7 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
     cache.length += n;
     auto last = model.logits(h.narrow(1, n - 1, 1)).squeeze(1);  // [B, V] on the model's device
     if (i == 0 && r.firstLogits) firstLogits = toHost(last.to(torch::kFloat)).contiguous();
+    if (i >= r.maxNewTokens) break;
     // Tokens are drawn on the CPU with a CPU generator, so a seed draws the same tokens on every
     // device; greedy decoding only moves the argmax.
     auto next = r.temperature <= 0 ? toHost(last.argmax(-1)) : sampleNext(toHost(last), r.temperature, r.topP, gens);  // [B]
@@ -87,15 +91,6 @@ GenerateResult generate(const Qwen2& model, const GenerateRequest& r) {
       }
     }
     step = next.unsqueeze(1);  // [B, 1]
-  }
-  if (r.firstLogits && !firstLogits.defined()) {  // maxNewTokens == 0: one forward pass for the logits alone
-    auto h = model.embedTokens(step);
-    auto rope = model.rope(0, T);
-    for (int64_t k = 0; k < cfg.layers; ++k) {
-      h = model.block(k, h, rope, nullptr);
-      if (steered && k == r.at) h = h + theta;
-    }
-    firstLogits = toHost(model.logits(h.narrow(1, T - 1, 1)).squeeze(1).to(torch::kFloat)).contiguous();
   }
   return GenerateResult{out, lengths, firstLogits};
 }
