@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fmt, packageRoot, pct, sliceFlops, table } from "./lib.js";
 import { qualitySection } from "./quality-report.js";
-import type { Results } from "./run.js";
+import type { Results } from "./results.js";
 
 const PROMPT_LEN = 26;
 /** The quality plot, written beside RESULTS.md. */

@@ -24,14 +24,15 @@ import { DEFAULT_MODEL_OPTIONS } from "../src/cli/commands/make-test-model.js";
 import { makeTestModel, type TestModelOptions } from "../src/model/make-test-model.js";
 import { checkDevice, loadModel, type Model } from "../src/model/model.js";
 import { writeSafetensors } from "../src/model/safetensors.js";
-import { getThreads, native, type NativeModelInfo } from "../src/native.js";
+import { getThreads, native } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
 import { kernelSupport } from "../src/util/cpu.js";
 import { Rng } from "../src/util/rng.js";
-import { runQuality, type QualityResults } from "./quality.js";
+import { runQuality } from "./quality.js";
+import type { Limit, LossRow, MemoryRow, OrthoRow, Profile, PyRow, Results } from "./results.js";
 import {
   PROMPT_TOKENS, QWEN15_1P8B, basisOf, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
-  type MachineInfo, type OpStat, type Shape,
+  type MachineInfo, type Shape,
 } from "./lib.js";
 
 // ------------------------------------------------------------------ options
@@ -66,59 +67,8 @@ const PLAN = QUICK
 const log = (s: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
 // ------------------------------------------------------------------ results
-interface OrthoRow {
-  label: string;
-  dtype: string;
-  activations: string;
-  rows: number;
-  stepSeconds: number; // median over calls of the per-step wall time
-  callSeconds: number[]; // per-step time of each call
-  vectorStepsPerSecond: number;
-  gflops: number;
-  losses: number[]; // first call's per-step mean loss
-  others: number; // share of the machine's CPU time other processes used meanwhile
-}
-interface PyRow {
-  mode: "faithful" | "cached";
-  dtype?: "f32" | "bf16"; // absent in older results: f32
-  stepSeconds: number;
-  times: number[];
-  losses: number[];
-  loadSeconds: number;
-  vectorStepsPerSecond: number;
-  gflops: number;
-  others: number;
-}
-interface Limit { dtype: string; M: number; K: number; N: number; gflops: number; best_gflops: number; median_s: number }
-interface Profile { label: string; stepMs: number; ops: OpStat[]; totalMs: number }
-interface MemoryRow { dtype: string; activations: string; rows: number; steps: number; maxRssMiB: number; rssAfterLoadMiB: number; rssAfterReleaseMiB: number; seconds: number }
-interface LossRow { dtype: string; activations: string; count: number; steps: number; seconds: number; losses: number[]; relLosses: number[] }
 
-const results: {
-  machine?: MachineInfo;
-  device?: string; // where melbo's models ran (absent in older results: the CPU)
-  quick: boolean;
-  shape: Shape;
-  limits: Limit[];
-  checkpoint?: { dir: string; gib: number; writeSeconds: number | null };
-  python: PyRow[];
-  xParity?: { maxAbsDiff: number; maxAbs: number };
-  lossParity?: { steps: number; maxRelDiff: number };
-  ortho: OrthoRow[];
-  profiles: Profile[];
-  generation?: {
-    vectors: number; tokens: number; seconds: number; tokensPerSecond: number; calls: number[];
-    promptSeconds: number; forwardPerToken: number; samplingPerToken: number;
-  };
-  memory: MemoryRow[];
-  lossCompare: LossRow[];
-  loadavgEnd?: number[];
-  othersWholeRun?: number;
-  totalSeconds?: number;
-  quality?: QualityResults;
-  kernels: NativeModelInfo[]; // the kernel each product takes, per weight dtype
-  notes: string[];
-} = { quick: QUICK, shape: SHAPE, limits: [], python: [], ortho: [], profiles: [], memory: [], lossCompare: [], kernels: [], notes: [] };
+const results: Results = { quick: QUICK, shape: SHAPE, limits: [], python: [], ortho: [], profiles: [], memory: [], lossCompare: [], kernels: [], notes: [] };
 /** Row counts whose kernel paths RESULTS.md lists: B = 1, 4, 16, 64 vectors of the 26-token prompt. */
 const KERNEL_ROWS = [26, 104, 416, 1664];
 
@@ -513,7 +463,6 @@ async function mainAndCleanUp(): Promise<void> {
   }
 }
 
-export type Results = typeof results;
 export type { OrthoRow, PyRow, Limit, Profile, MemoryRow, LossRow };
 
 mainAndCleanUp().catch((e: unknown) => {
