@@ -37,7 +37,18 @@ export function codeScoreParts(text: string): CodeScoreParts {
   return { fence, keywords, indentation, symbols, total: fence + keywords + indentation + symbols };
 }
 
+/**
+ * From this code score up a text counts as code: a fence (0.35) and a little more, or no fence
+ * but code keywords, indentation and symbols together. Prose scores 0.1 to 0.3 (docs/eval.md).
+ */
+export const CODE_THRESHOLD = 0.5;
+
 /** The code score of a text, in [0, 1] (codeScoreParts(text).total). */
 export function codeScore(text: string): number {
   return codeScoreParts(text).total;
+}
+
+/** Whether a text counts as code: its code score is CODE_THRESHOLD or more. */
+export function isCode(text: string): boolean {
+  return codeScore(text) >= CODE_THRESHOLD;
 }

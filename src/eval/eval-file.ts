@@ -11,6 +11,9 @@
 import type { ModelFingerprint } from "../model/fingerprint.js";
 
 export const EVAL_FORMAT = "melbo-eval/1";
+/** The files of an eval folder. */
+export const EVAL_FILE = "eval.json";
+export const GENERATIONS_FILE = "generations.jsonl";
 
 /** What the vectors file is: the run that wrote it, from its melbo.algorithm metadata. */
 export type VectorsKind = "ortho" | "train" | "plain";
@@ -36,6 +39,8 @@ export interface PromptResult {
   greedyCodeScore: number;
   /** Mean code score of the sampled continuations. */
   sampleCodeScore: number;
+  /** Share of the sampled continuations that count as code (code score ≥ CODE_THRESHOLD). NaN without samples. */
+  sampleCodeShare: number;
 }
 
 export interface EvalEntry {
@@ -59,6 +64,8 @@ export interface EvalEntry {
   klFromReference: number;
   greedyCodeScore: number;
   sampleCodeScore: number;
+  /** Mean over the prompts of the share of sampled continuations that are code (absent in older eval files: read as NaN). */
+  sampleCodeShare: number;
   /** One result per prompt, in the order of `prompts`. */
   prompts: PromptResult[];
 }

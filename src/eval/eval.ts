@@ -24,13 +24,12 @@ import { orthoInputs } from "../search/ortho.js";
 import { checkSameModel, settingDifference } from "../search/resume-check.js";
 import { rowSeed } from "../util/rng.js";
 import { MELBO_VERSION } from "../version.js";
-import { codeScore } from "./code-score.js";
+import { CODE_THRESHOLD, codeScore } from "./code-score.js";
 import { klDivergence, logSoftmax, topTokens } from "./distribution.js";
-import { EVAL_FORMAT, type EntryKind, type EvalEntry, type EvalFile, type EvalSettings, type GenerationLine, type PromptResult, type VectorsKind } from "./eval-file.js";
+import { EVAL_FILE, EVAL_FORMAT, GENERATIONS_FILE, type EntryKind, type EvalEntry, type EvalFile, type EvalSettings, type GenerationLine, type PromptResult, type VectorsKind } from "./eval-file.js";
 import { randomBaseline } from "./ortho-report.js";
 
-export const EVAL_FILE = "eval.json";
-export const GENERATIONS_FILE = "generations.jsonl";
+export { EVAL_FILE, GENERATIONS_FILE } from "./eval-file.js";
 const TOP_K = 10;
 
 export interface EvaluateOptions {
@@ -293,6 +292,7 @@ export async function evaluate(model: Model, o: EvaluateOptions): Promise<EvalFi
           top: topTokens(logP, TOP_K).map((t) => ({ id: t.id, text: model.codec.decode([t.id]), p: t.p })),
           greedyCodeScore: greedyScore,
           sampleCodeScore: samples ? mean(sampleScores) : NaN,
+          sampleCodeShare: samples ? sampleScores.filter((x) => x >= CODE_THRESHOLD).length / samples : NaN,
         });
       });
     }
@@ -321,6 +321,7 @@ export async function evaluate(model: Model, o: EvaluateOptions): Promise<EvalFi
         scale: s.scale, norm: s.vector ? Math.abs(s.scale) * norm(s.vector) : 0, r: r[i]!, randomR: randomR[i]!,
         klToReference: mean(prompts.map((p) => p.klToReference)), klFromReference: mean(prompts.map((p) => p.klFromReference)),
         greedyCodeScore: mean(prompts.map((p) => p.greedyCodeScore)), sampleCodeScore: mean(prompts.map((p) => p.sampleCodeScore)),
+        sampleCodeShare: mean(prompts.map((p) => p.sampleCodeShare)),
         prompts,
       };
       doc.entries.push(entry);

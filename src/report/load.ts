@@ -7,18 +7,16 @@ import { existsSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { MelboError, describeError } from "../errors.js";
-import { EVAL_FORMAT, type EvalEntry, type EvalFile, type GenerationLine } from "../eval/eval-file.js";
+import { EVAL_FILE, EVAL_FORMAT, GENERATIONS_FILE, type EvalEntry, type EvalFile, type GenerationLine } from "../eval/eval-file.js";
 import { parseJsonLines } from "../io/json-lines.js";
 import { readSafetensorsHeader, ALL_DTYPES } from "../model/safetensors.js";
 import { readOrthoRun, ORTHO_ALGORITHM, type OrthoRunFiles } from "../search/ortho-files.js";
 import type { OrthoSettings } from "../search/ortho.js";
 import { VECTORS_FILE } from "../search/run-files.js";
+import { TRACE_FILE } from "../search/trace-file.js";
 import { readTrainRun, TRAIN_ALGORITHM, type TrainRunFiles } from "../search/train-files.js";
 import type { TrainSettings } from "../search/train.js";
 
-export const EVAL_JSON = "eval.json";
-export const GENERATIONS_FILE = "generations.jsonl";
-export const TRACE_FILE = "trace.jsonl";
 
 /** One line of trace.jsonl: a vector's loss (ortho: r) or objective (train) every `every` steps from step 0. */
 export interface TraceLine {
@@ -46,7 +44,7 @@ export async function loadReportSource(dir: string): Promise<ReportSource> {
   }
   if (!isDir) throw new MelboError("is not a folder: give the folder of a melbo eval, ortho or train run", { file: dir });
 
-  if (existsSync(join(dir, EVAL_JSON))) return { kind: "eval", dir, ...(await loadEval(dir)) };
+  if (existsSync(join(dir, EVAL_FILE))) return { kind: "eval", dir, ...(await loadEval(dir)) };
   const vectors = join(dir, VECTORS_FILE);
   if (existsSync(vectors)) {
     const header = await readSafetensorsHeader(vectors, { allowDtypes: ALL_DTYPES });
@@ -66,7 +64,7 @@ export async function loadReportSource(dir: string): Promise<ReportSource> {
     throw new MelboError(`${what}: not a melbo ortho or train run, so there is nothing to report`, { file: vectors });
   }
   throw new MelboError(
-    `is not a melbo run folder: it holds neither ${EVAL_JSON} (written by melbo eval) nor ${VECTORS_FILE} (written by melbo ortho and melbo train)`,
+    `is not a melbo run folder: it holds neither ${EVAL_FILE} (written by melbo eval) nor ${VECTORS_FILE} (written by melbo ortho and melbo train)`,
     { file: dir },
   );
 }
@@ -125,7 +123,7 @@ class Checker {
 }
 
 async function loadEval(dir: string): Promise<{ eval: EvalFile; generations: GenerationLine[] }> {
-  const file = join(dir, EVAL_JSON);
+  const file = join(dir, EVAL_FILE);
   let raw: unknown;
   try {
     raw = JSON.parse(await readText(file));
@@ -162,6 +160,7 @@ async function loadEval(dir: string): Promise<{ eval: EvalFile; generations: Gen
     c.number(eo["norm"], `${w}.norm`, true);
     for (const key of ["r", "randomR"]) if (eo[key] !== null && eo[key] !== undefined) c.number(eo[key], `${w}.${key}`);
     for (const key of ["klToReference", "klFromReference", "greedyCodeScore", "sampleCodeScore"]) c.number(eo[key], `${w}.${key}`, true);
+    if (eo["sampleCodeShare"] !== undefined) c.number(eo["sampleCodeShare"], `${w}.sampleCodeShare`, true);
     c.array(eo["prompts"], `${w}.prompts`).forEach((p, j) => {
       const po = c.object(p, `${w}.prompts[${j}]`);
       c.array(po["top"], `${w}.prompts[${j}].top`).forEach((t, k) => {
@@ -187,16 +186,16 @@ async function loadEval(dir: string): Promise<{ eval: EvalFile; generations: Gen
   evalFile.entries = (entries as EvalEntry[]).map(nullsToNaN);
 
   const gfile = join(dir, GENERATIONS_FILE);
-  if (!existsSync(gfile)) throw new MelboError(`has ${EVAL_JSON} but no ${GENERATIONS_FILE}: the eval did not finish, or the file was moved`, { file: dir });
+  if (!existsSync(gfile)) throw new MelboError(`has ${EVAL_FILE} but no ${GENERATIONS_FILE}: the eval did not finish, or the file was moved`, { file: dir });
   const ids = new Set(evalFile.entries.map((e) => e.id));
   const generations: GenerationLine[] = [];
   for (const { line, value } of jsonLines(await readText(gfile), gfile)) {
     const g = new Checker(gfile, `line ${line}: `);
     const lo = g.object(value, "the line");
     const entry = g.string(lo["entry"], "entry");
-    if (!ids.has(entry)) throw new MelboError(`line ${line}: entry ${JSON.stringify(entry)} is not an entry of ${EVAL_JSON}`, { file: gfile });
+    if (!ids.has(entry)) throw new MelboError(`line ${line}: entry ${JSON.stringify(entry)} is not an entry of ${EVAL_FILE}`, { file: gfile });
     const prompt = g.int(lo["prompt"], "prompt");
-    if (prompt >= evalFile.prompts.length) throw new MelboError(`line ${line}: prompt ${prompt} does not exist (${EVAL_JSON} has ${evalFile.prompts.length})`, { file: gfile });
+    if (prompt >= evalFile.prompts.length) throw new MelboError(`line ${line}: prompt ${prompt} does not exist (${EVAL_FILE} has ${evalFile.prompts.length})`, { file: gfile });
     if (lo["mode"] !== "greedy" && lo["mode"] !== "sample") g.fail("mode", '"greedy" or "sample"', lo["mode"]);
     if (lo["sample"] !== undefined) g.int(lo["sample"], "sample");
     g.string(lo["text"], "text");
@@ -217,12 +216,14 @@ function nullsToNaN(e: EvalEntry): EvalEntry {
     klFromReference: n(e.klFromReference),
     greedyCodeScore: n(e.greedyCodeScore),
     sampleCodeScore: n(e.sampleCodeScore),
+    sampleCodeShare: n(e.sampleCodeShare),
     prompts: e.prompts.map((p) => ({
       ...p,
       klToReference: n(p.klToReference),
       klFromReference: n(p.klFromReference),
       greedyCodeScore: n(p.greedyCodeScore),
       sampleCodeScore: n(p.sampleCodeScore),
+      sampleCodeShare: n(p.sampleCodeShare),
       top: p.top.map((t) => ({ ...t, p: n(t.p) })),
     })),
   };

@@ -1,5 +1,6 @@
 // The content of a report, per kind of folder: header facts, plots and tables.
 
+import { CODE_THRESHOLD } from "../eval/code-score.js";
 import type { EvalEntry, EvalFile, GenerationLine } from "../eval/eval-file.js";
 import { escapeHtml, tokenText, userText } from "./escape.js";
 import { facts, figure, num, page, settingsGrid, table, tableData, text, word, type Cell, type Column, type TableSpec } from "./html.js";
@@ -160,10 +161,19 @@ function evalPage(dir: string, ev: EvalFile, generations: GenerationLine[]): str
     { name: "greedy", points: vectors.map((e) => ({ x: e.row!, y: e.greedyCodeScore, tip: `${e.id}: greedy code score ${fmt(e.greedyCodeScore, 3)}` })) },
     { name: "sampled (mean)", points: vectors.map((e) => ({ x: e.row!, y: e.sampleCodeScore, tip: `${e.id}: mean code score of the samples ${fmt(e.sampleCodeScore, 3)}` })) },
   ];
+  const shares = codeShares(vectors);
+  if (shares.counted > 0) {
+    code.push({ name: "share of samples that are code", points: vectors.map((e) => ({ x: e.row!, y: e.sampleCodeShare, tip: `${e.id}: ${fmt(e.sampleCodeShare * 100, 3)} % of the samples are code` })) });
+  }
   plots.push(
     figure(
-      plot({ id: "code", title: "Code score of the continuations, by vector", subtitle: `${meanOver} · ${scaleWords} · ${ev.settings.samples} sample${ev.settings.samples === 1 ? "" : "s"} at T = ${fmt(ev.settings.temperature)}`, xLabel: ROW_LABEL, yLabel: "code score", series: code, xInteger: true, yZero: true }),
-      "How much the continuation looks like code (see docs/eval.md).",
+      plot({
+        id: "code", title: "Code score of the continuations, by vector",
+        subtitle: `${meanOver} · ${scaleWords} · ${ev.settings.samples} sample${ev.settings.samples === 1 ? "" : "s"} at T = ${fmt(ev.settings.temperature)}`,
+        xLabel: ROW_LABEL, yLabel: "code score / share", series: code, hlines: [{ y: CODE_THRESHOLD, label: `code from ${CODE_THRESHOLD}` }], xInteger: true, yZero: true,
+      }),
+      `How much the continuation looks like code (see docs/eval.md); a text is code from a score of ${CODE_THRESHOLD}.` +
+        (shares.counted > 0 ? ` ${shares.code} of ${shares.counted} vectors turn at least half of their sampled answers into code.` : ""),
     ),
   );
   counts["code"] = count(code);
@@ -197,6 +207,7 @@ function evalPage(dir: string, ev: EvalFile, generations: GenerationLine[]): str
     { label: "KL(P_0‖P_e)", type: "num", help: `nats, ${meanOver}; ${reference}` },
     { label: "greedy code", type: "num", help: "code score of the greedy continuation" },
     { label: "sample code", type: "num", help: "mean code score of the sampled continuations" },
+    { label: "code share", type: "num", help: `share of the sampled continuations that are code (score ≥ ${CODE_THRESHOLD})` },
     { label: "top tokens, prompt 0", type: "text", cls: "tokens", help: "the most likely next tokens under P_e, with their probabilities" },
   ];
   const entryRows: Cell[][] = ev.entries.map((e: EvalEntry) => [
@@ -212,6 +223,7 @@ function evalPage(dir: string, ev: EvalFile, generations: GenerationLine[]): str
     num(e.klFromReference),
     num(e.greedyCodeScore, 3),
     num(e.sampleCodeScore, 3),
+    num(e.sampleCodeShare, 3),
     topTokens(e),
   ]);
 
@@ -253,6 +265,7 @@ function evalPage(dir: string, ev: EvalFile, generations: GenerationLine[]): str
       }),
     ],
     ["|cos| of the rows", escapeHtml(cosine ? `${cosine.pairs} pairs, max ${fmt(cosine.maxAbs)}, mean ${fmt(cosine.meanAbs)}` : "not computed yet (the eval is not complete)")],
+    ...(codeShares(vectors).counted > 0 ? [["answers in code", escapeHtml(codeSharesInWords(vectors))] as [string, string]] : []),
     ["entries", escapeHtml(`${ev.entries.length} (${vectors.length} vectors at ${scaleWords}); ${generations.length} continuations`)],
     ["time", escapeHtml(`${seconds(ev.seconds)}, melbo ${ev.melboVersion}`)],
   ]);
@@ -529,4 +542,15 @@ export function reportHtml(src: ReportSource): string {
     case "train":
       return trainPage(src);
   }
+}
+
+/** Vectors with a code share (the eval sampled), and those whose sampled answers are code at least half the time. */
+export function codeShares(vectors: EvalEntry[]): { counted: number; code: number } {
+  const counted = vectors.filter((e) => Number.isFinite(e.sampleCodeShare));
+  return { counted: counted.length, code: counted.filter((e) => e.sampleCodeShare >= 0.5).length };
+}
+
+function codeSharesInWords(vectors: EvalEntry[]): string {
+  const { counted, code } = codeShares(vectors);
+  return `${code} of ${counted} vectors turn at least half of their sampled answers into code (code score ≥ ${CODE_THRESHOLD})`;
 }

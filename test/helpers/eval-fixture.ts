@@ -56,8 +56,9 @@ export async function makeSyntheticEvalFolder(dir: string): Promise<EvalFixture>
     top: top(i),
     greedyCodeScore: i % 5 === 0 ? 0.9 : 0.1 * u(),
     sampleCodeScore: 0.3 * u(),
+    sampleCodeShare: i % 3 === 0 ? 0.75 : 0.25,
   });
-  const mean = (rs: PromptResult[], key: "klToReference" | "klFromReference" | "greedyCodeScore" | "sampleCodeScore") => rs.reduce((s, r) => s + r[key], 0) / rs.length;
+  const mean = (rs: PromptResult[], key: "klToReference" | "klFromReference" | "greedyCodeScore" | "sampleCodeScore" | "sampleCodeShare") => rs.reduce((s, r) => s + r[key], 0) / rs.length;
   const entry = (id: string, kind: EvalEntry["kind"], extra: Partial<EvalEntry>, i: number, scale = 1): EvalEntry => {
     const prompts = PROMPTS.map(() => promptResult(i, kind === "theta0" ? 0 : scale));
     return {
@@ -71,6 +72,7 @@ export async function makeSyntheticEvalFolder(dir: string): Promise<EvalFixture>
       klFromReference: mean(prompts, "klFromReference"),
       greedyCodeScore: mean(prompts, "greedyCodeScore"),
       sampleCodeScore: mean(prompts, "sampleCodeScore"),
+      sampleCodeShare: mean(prompts, "sampleCodeShare"),
       prompts,
       ...extra,
     };
@@ -258,6 +260,8 @@ export async function expectedPlots(dir: string): Promise<PlotCounts> {
       norm: { "‖θ‖": finiteCount(vectors.map((e) => e.norm)) },
       code: { greedy: finiteCount(vectors.map((e) => e.greedyCodeScore)), "sampled (mean)": finiteCount(vectors.map((e) => e.sampleCodeScore)) },
     };
+    const shares = finiteCount(vectors.map((e) => e.sampleCodeShare));
+    if (shares > 0) out["code"]!["share of samples that are code"] = shares;
     if (vectors.some((e) => e.r !== null && e.r !== undefined)) {
       out["r"] = { "r of the vector": finiteCount(vectors.map((e) => e.r)) };
       if (vectors.some((e) => typeof e.randomR === "number")) out["r"]["r of a random direction (same norm)"] = finiteCount(vectors.map((e) => e.randomR));
