@@ -71,7 +71,7 @@ const missing = join(tmpdir(), `melbo-cli-help-missing-${process.pid}`);
 
 describe("melbo CMD --help", () => {
   it("covers every command; `melbo --help` lists them", async () => {
-    assert.deepEqual(commands.map((c) => c.name).sort(), ["calibrate", "demo", "eval", "export", "forward", "generate", "import", "info", "make-test-model", "ortho", "report", "train"]);
+    assert.deepEqual(commands.map((c) => c.name).sort(), ["batch", "calibrate", "demo", "eval", "export", "forward", "generate", "import", "info", "make-test-model", "ortho", "report", "train"]);
     const r = await run(["--help"]);
     assert.equal(r.code, 0);
     for (const c of commands) assert.match(r.stdout, new RegExp(`^  ${c.name} +${c.summary.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`, "m"));

@@ -6,6 +6,7 @@ import { MelboError } from "../errors.js";
 import { MELBO_VERSION } from "../version.js";
 import { UsageError, joinNegativeNumbers } from "./args.js";
 import { commandHelp, parseArgsOptions, usageLine, type Command } from "./command.js";
+import { batchCommand } from "./commands/batch.js";
 import { demoCommand } from "./commands/demo.js";
 import { exportCommand } from "./commands/export.js";
 import { evalCommand } from "./commands/eval.js";
@@ -19,7 +20,7 @@ import { calibrateCommand } from "./commands/calibrate.js";
 import { reportCommand } from "./commands/report.js";
 import { trainCommand } from "./commands/train.js";
 
-export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, importCommand, exportCommand, makeTestModelCommand, reportCommand];
+export const commands: Command[] = [demoCommand, trainCommand, calibrateCommand, orthoCommand, evalCommand, forwardCommand, generateCommand, infoCommand, importCommand, exportCommand, makeTestModelCommand, reportCommand, batchCommand];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
