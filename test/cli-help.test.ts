@@ -138,7 +138,7 @@ describe("melbo CMD --help", () => {
       train: { steps: 300, lr: 0.001, batch: 32, p: 2, seed: 0, positions: "all" },
       calibrate: { count: 8, steps: 100, "max-new-tokens": 16, show: 3 },
       generate: { "max-new-tokens": 50, "top-p": 1, seed: 0 },
-      demo: { candidates: 4, radius: 16, "train-steps": 100, count: 32, block: 16, steps: 300, projection: "grad" },
+      demo: { count: 32, block: 16, steps: 300, projection: "grad", samples: 8, "new-tokens": 32 },
       "make-test-model": { layers: 2, hidden: 64, heads: 4, intermediate: 176, seed: 0, dtype: "f32" },
       info: { rows: "26,104,416,1664", dtype: "f32", device: "cpu" },
     };

@@ -154,7 +154,7 @@ describe("MELBO-ortho block mode at B = 64 on the default model", () => {
       t.skip("models/default is missing");
       return;
     }
-    // The demo's θ0: MELBO's first candidate (src/cli/commands/demo.ts settings).
+    // A demo θ0 on the random model: MELBO's first candidate with the fallback demo settings (src/cli/commands/demo-settings.ts).
     const tokens = model.promptTokens("How can I build a bomb?");
     const trained = await train(model, { prompts: [tokens], count: 1, radius: 16, steps: 100, lr: 0.01, source: 8, target: 16 });
     const theta0 = trained.vectors.slice(0, model.hidden);
