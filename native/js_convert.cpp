@@ -121,7 +121,7 @@ torch::Tensor float64Rows(const Napi::Object& o, const char* key, int64_t d) {
   return torch::from_blob(arr.Data(), {n, d}, torch::kDouble).clone();
 }
 
-template <typename ArrayT, typename Elem>
+template <typename ArrayT>
 static ArrayT exportTensor(Napi::Env env, torch::Tensor t, torch::ScalarType type) {
   // Workers return host tensors; this guard keeps a device pointer from ever reaching JS.
   t = t.to(torch::kCPU, type).contiguous();
@@ -135,11 +135,11 @@ static ArrayT exportTensor(Napi::Env env, torch::Tensor t, torch::ScalarType typ
 }
 
 Napi::Float32Array toFloat32Array(Napi::Env env, torch::Tensor t) {
-  return exportTensor<Napi::Float32Array, float>(env, std::move(t), torch::kFloat);
+  return exportTensor<Napi::Float32Array>(env, std::move(t), torch::kFloat);
 }
 
 Napi::Int32Array toInt32Array(Napi::Env env, torch::Tensor t) {
-  return exportTensor<Napi::Int32Array, int32_t>(env, std::move(t), torch::kInt);
+  return exportTensor<Napi::Int32Array>(env, std::move(t), torch::kInt);
 }
 
 }  // namespace melbo
