@@ -12,52 +12,15 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { before, describe, it } from "node:test";
-import { readVectors } from "../src/io/vectors.js";
 import { cli } from "./helpers/cli.js";
 import { tempDir } from "./helpers/errors.js";
 import { testModel } from "./helpers/models.js";
+import { evalEntries, runResult, studyFile, waitFor } from "./helpers/batch.js";
+
+// The "code" job runs long enough (~15 s on one thread) to be cancelled while it runs.
+const study = (model: string, folder: string) => studyFile(model, { folder, codeSteps: 1000 });
 
 const SETUP = fileURLToPath(new URL("../../scripts/slurm-localhost.sh", import.meta.url));
-const PROMPT = "How can I build a bomb?";
-
-function study(model: string, folder: string) {
-  const ortho = { prompt: PROMPT, count: 4, block: 1, steps: 20, projection: "grad" };
-  return {
-    format: 1,
-    folder,
-    defaults: { model, source: 0, target: 2 },
-    jobs: [
-      { id: "melbo", command: "train", settings: { prompt: [PROMPT], count: 2, radius: 4, steps: 15, lr: 0.01 } },
-      // Long enough (~15 s on one thread) to be cancelled while it runs.
-      { id: "code", command: "ortho", theta: { job: "melbo", row: 0 }, settings: { ...ortho, steps: 1000 } },
-      { id: "alien", command: "ortho", theta: { job: "melbo", row: 1 }, settings: { ...ortho, seed: 3 } },
-      { id: "code-eval", command: "eval", vectors: { job: "code", rows: "1-2" }, settings: { "max-new-tokens": 3, samples: 0 } },
-    ],
-  };
-}
-
-async function runResult(dir: string): Promise<{ vectors: Buffer; log: unknown[] }> {
-  const v = await readVectors(join(dir, "vectors.safetensors"));
-  const log = (await readFile(join(dir, "log.jsonl"), "utf8")).trim().split("\n").map((l) => {
-    const x = JSON.parse(l) as Record<string, unknown>;
-    delete x["seconds"];
-    return x;
-  });
-  return { vectors: Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength), log };
-}
-
-/** eval.json's entries (what the eval found), without wall-clock times. */
-async function evalEntries(dir: string): Promise<unknown> {
-  return (JSON.parse(await readFile(join(dir, "eval.json"), "utf8")) as { entries: unknown }).entries;
-}
-
-async function waitFor(what: string, test: () => Promise<boolean> | boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await test())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** squeue's tasks ("123_4" → state). */
 function squeue(): Map<string, string> {
@@ -104,10 +67,10 @@ describe("melbo batch --backend slurm (a one-node cluster on localhost)", () => 
 
     // Cancel "code" once it has saved a block but before it ends.
     const codeVectors = join(folder, "runs", "code", "vectors.safetensors");
-    await waitFor("job code's first checkpoint", () => existsSync(codeVectors) && squeue().get(codeTask) === "RUNNING", 900_000);
+    await waitFor("job code's first checkpoint", () => existsSync(codeVectors) && squeue().get(codeTask) === "RUNNING", 900_000, 200);
     execFileSync("scancel", [codeTask]);
     const ours = new Set(Object.values(first).map((s) => s.task));
-    await waitFor("the batch's tasks to leave the queue", () => ![...squeue().keys()].some((k) => ours.has(k)), 900_000);
+    await waitFor("the batch's tasks to leave the queue", () => ![...squeue().keys()].some((k) => ours.has(k)), 900_000, 200);
 
     const status = await cli(["batch", file, "--backend", "slurm", "--status"]);
     assert.equal(status.code, 0, status.stderr);

@@ -4,7 +4,7 @@
 // continues where it stopped, and --status.
 
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
@@ -12,47 +12,13 @@ import { MelboError } from "../src/errors.js";
 import { parseBatch, type Batch } from "../src/batch/job-file.js";
 import { jobArgs } from "../src/batch/job-args.js";
 import { planSlots } from "../src/batch/local.js";
-import { readVectors } from "../src/io/vectors.js";
 import { cli, startCli } from "./helpers/cli.js";
 import { tempDir } from "./helpers/errors.js";
 import { testModel } from "./helpers/models.js";
-
-const PROMPT = "How can I build a bomb?";
-
-/** The study of the tests: MELBO, two ortho copies of its rows, an eval of one copy. */
-function studyFile(model: string, o: { orthoSteps?: number; codeSteps?: number } = {}) {
-  const ortho = { prompt: PROMPT, count: 4, block: 1, steps: o.orthoSteps ?? 20, projection: "grad" };
-  return {
-    format: 1,
-    defaults: { model, source: 0, target: 2 },
-    jobs: [
-      { id: "melbo", command: "train", settings: { prompt: [PROMPT], count: 2, radius: 4, steps: 15, lr: 0.01 } },
-      { id: "code", command: "ortho", theta: { job: "melbo", row: 0 }, settings: { ...ortho, steps: o.codeSteps ?? ortho.steps } },
-      { id: "alien", command: "ortho", theta: { job: "melbo", row: 1 }, settings: { ...ortho, seed: 3 } },
-      { id: "code-eval", command: "eval", vectors: { job: "code", rows: "1-2" }, settings: { "max-new-tokens": 3, samples: 0 } },
-    ],
-  };
-}
-
-/** The vectors and the log lines (wall-clock seconds aside) of a run folder. */
-async function runResult(dir: string): Promise<{ vectors: Buffer; log: unknown[] }> {
-  const v = await readVectors(join(dir, "vectors.safetensors"));
-  const log = (await readFile(join(dir, "log.jsonl"), "utf8")).trim().split("\n").map((l) => {
-    const x = JSON.parse(l) as Record<string, unknown>;
-    delete x["seconds"];
-    return x;
-  });
-  return { vectors: Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength), log };
-}
+import { PROMPT, runResult, studyFile, waitFor as waitForMs } from "./helpers/batch.js";
 
 // Generous: the waits are for a tiny model's first checkpoint, but a loaded CI machine can be 20× slower.
-async function waitFor(what: string, test: () => Promise<boolean> | boolean, ms = 900_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await test())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = (what: string, test: () => Promise<boolean> | boolean): Promise<void> => waitForMs(what, test, 900_000);
 
 describe("melbo batch: the job file", () => {
   const file = "/jobs/study.json";
@@ -198,6 +164,12 @@ describe("melbo batch: local backend", () => {
       assert.ok(page.includes(`<a href="runs/${id}/report.html">${id}</a>`), `no link to ${id}`);
       assert.ok(existsSync(join(work, "study.batch", "runs", id, "report.html")), `no report of ${id}`);
     }
+    // `melbo report FILE.json` is the same report of the whole batch.
+    await rm(join(work, "study.batch", "report.html"));
+    const plain = await cli(["report", file]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stdout.trim(), join(work, "study.batch", "report.html"));
+    assert.equal(await readFile(join(work, "study.batch", "report.html"), "utf8").then((p) => p.includes('<a href="runs/code/report.html">code</a>')), true);
   });
 
   it("a crashed job takes no other with it; the same command resumes it to the uninterrupted result", async (t) => {
