@@ -279,7 +279,7 @@ describe("melbo report: the HTML", () => {
     const none = await cli(["report"]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /give the folder to report on/);
-    assert.match(none.stderr, /usage: melbo report DIR \[options\]/);
+    assert.match(none.stderr, /usage: melbo report DIR \| BATCH\.json \[options\]/);
     assert.equal((await cli(["report", d, empty])).code, 2);
     const help = await cli(["report", "--help"]);
     assert.equal(help.code, 0);
