@@ -3,6 +3,8 @@
 // generations by how code-like they are (the original work's θ0 was a "write code" vector),
 // not a classifier: prose about code scores low, a fenced Python function scores high.
 
+import type { EvalEntry } from "./eval-file.js";
+
 /** Words that open or structure code in the common languages (whole words, case-sensitive). */
 const KEYWORDS = [
   "def", "return", "import", "from", "class", "function", "const", "let", "var", "if", "else", "elif", "for", "while",
@@ -51,4 +53,10 @@ export function codeScore(text: string): number {
 /** Whether a text counts as code: its code score is CODE_THRESHOLD or more. */
 export function isCode(text: string): boolean {
   return codeScore(text) >= CODE_THRESHOLD;
+}
+
+/** Vectors with a code share (the eval sampled), and those whose sampled answers are code at least half the time. */
+export function codeShares(vectors: EvalEntry[]): { counted: number; code: number } {
+  const counted = vectors.filter((e) => Number.isFinite(e.sampleCodeShare));
+  return { counted: counted.length, code: counted.filter((e) => e.sampleCodeShare >= 0.5).length };
 }

@@ -1,6 +1,6 @@
 // The content of a report, per kind of folder: header facts, plots and tables.
 
-import { CODE_THRESHOLD } from "../eval/code-score.js";
+import { CODE_THRESHOLD, codeShares } from "../eval/code-score.js";
 import type { EvalEntry, EvalFile, GenerationLine } from "../eval/eval-file.js";
 import { escapeHtml, tokenText, userText } from "./escape.js";
 import { facts, figure, num, page, settingsGrid, table, tableData, text, word, type Cell, type Column, type TableSpec } from "./html.js";
@@ -544,11 +544,6 @@ export function reportHtml(src: ReportSource): string {
   }
 }
 
-/** Vectors with a code share (the eval sampled), and those whose sampled answers are code at least half the time. */
-export function codeShares(vectors: EvalEntry[]): { counted: number; code: number } {
-  const counted = vectors.filter((e) => Number.isFinite(e.sampleCodeShare));
-  return { counted: counted.length, code: counted.filter((e) => e.sampleCodeShare >= 0.5).length };
-}
 
 function codeSharesInWords(vectors: EvalEntry[]): string {
   const { counted, code } = codeShares(vectors);
