@@ -91,6 +91,9 @@ describe("melbo batch --backend slurm (a one-node cluster on localhost)", () => 
       const s = await cli(["batch", file, "--backend", "slurm", "--status"]);
       return /4\/4 jobs complete/.test(s.stdout);
     }, 1_800_000);
+    // A task is complete in its run folder before Slurm has finished with it (its log, its end).
+    const resubmitted = new Set(Object.values(await subs()).map((s) => s.task));
+    await waitFor("the resubmitted tasks to leave the queue", () => ![...squeue().keys()].some((k) => resubmitted.has(k)), 900_000, 200);
     for (const id of ["melbo", "code", "alien"]) {
       assert.deepEqual(await runResult(join(folder, "runs", id)), await runResult(join(work, "local", "runs", id)), `${id}: the Slurm run differs from the local one`);
     }

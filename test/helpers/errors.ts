@@ -9,8 +9,9 @@ import { MelboError } from "../../src/errors.js";
 
 const tempDirs: string[] = [];
 // Registered once, at import (on the file's root test): an after() registered inside a before()
-// hook would belong to that hook and remove the folder as soon as the hook ends.
-after(() => Promise.all(tempDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true }))));
+// hook would belong to that hook and remove the folder as soon as the hook ends. Retries: a process
+// the test started (a Slurm task's epilogue, a killed child) may still be closing a file in it.
+after(() => Promise.all(tempDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 300 }))));
 
 /** A fresh directory under the OS temp dir, removed when the test file ends. */
 export async function tempDir(prefix = "melbo-test-"): Promise<string> {
