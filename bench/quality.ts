@@ -12,7 +12,8 @@ import { DEFAULT_MODEL_OPTIONS } from "../src/cli/commands/make-test-model.js";
 import { makeTestModel } from "../src/model/make-test-model.js";
 import { loadModel, type Model } from "../src/model/model.js";
 import type { InBlockOrthogonalisation } from "../src/native.js";
-import { DEFAULT_START_NORM, LEGACY_BLOCK_MODE, ortho, type BlockStart, type OrthoOptions, type Projection } from "../src/search/ortho.js";
+import { ORTHO_DEFAULTS } from "../src/search/defaults.js";
+import { LEGACY_BLOCK_MODE, ortho, type BlockStart, type OrthoOptions, type Projection } from "../src/search/ortho.js";
 import { train } from "../src/search/train.js";
 import { cpuSnapshot, machineInfo, median, othersShare, packageRoot, type MachineInfo } from "./lib.js";
 
@@ -78,7 +79,7 @@ export async function qualityRow(
   model: Model, theta0: Float32Array, c: QualityConfig, count: number, steps: number, onProgress?: (text: string) => void,
 ): Promise<QualityRow> {
   // The search's own defaults fill what the configuration leaves out.
-  const full = { dtype: "f32" as const, blockStart: "random" as BlockStart, startNorm: DEFAULT_START_NORM, inBlock: "first-then-symmetric" as InBlockOrthogonalisation, gradientInBlock: true, ...c };
+  const full = { dtype: "f32" as const, blockStart: "random" as BlockStart, startNorm: ORTHO_DEFAULTS.startNorm, inBlock: "first-then-symmetric" as InBlockOrthogonalisation, gradientInBlock: true, ...c };
   const options: OrthoOptions = {
     tokens: model.promptTokens(DEMO.prompt), theta0, count, source: DEMO.source, target: DEMO.target, steps, lr: 0.01,
     block: full.block, projection: full.projection, blockStart: full.blockStart, startNorm: full.startNorm, inBlock: full.inBlock, gradientInBlock: full.gradientInBlock,
@@ -134,7 +135,7 @@ export function qualityGrid(quick: boolean): QualityConfig[] {
 
 
 export const isLegacy = (r: QualityConfig) => r.blockStart === "theta0" && r.inBlock === "gram-schmidt" && r.gradientInBlock === false;
-/** Distinct mode with random starts at ‖θ0‖ (the default before DEFAULT_START_NORM). */
+/** Distinct mode with random starts at ‖θ0‖ (the default before ORTHO_DEFAULTS.startNorm). */
 export const isWideStart = (r: QualityConfig) => !isLegacy(r) && r.startNorm === 1;
 /** Rows that run today's defaults (the targets are judged on these). */
 export const isStandard = (r: QualityConfig) => !isLegacy(r) && !isWideStart(r);

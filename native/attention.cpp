@@ -13,7 +13,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MELBO_ATTENTION_X86 1
-#include <immintrin.h>
+#include "x86_avx2.h"
 #endif
 
 namespace melbo {
@@ -28,11 +28,6 @@ torch::Tensor fusedCausalAttention(const torch::Tensor&, const torch::Tensor&, c
 #else
 
 namespace {
-
-bool cpuHasAvx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
 
 bool disabledByEnv() {
   const char* env = std::getenv("MELBO_ATTENTION");
@@ -51,11 +46,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
     acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
   }
   if (i < n) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  __m256 s = _mm256_add_ps(acc0, acc1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  return _mm_cvtss_f32(h);
+  return horizontalSum(_mm256_add_ps(acc0, acc1));
 }
 
 // y += alpha x, n a multiple of 8.
@@ -174,7 +165,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
 }  // namespace
 
 bool fusedAttentionApplies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
-  if (!cpuHasAvx2() || disabledByEnv()) return false;
+  if (!cpuHasAvx2Fma() || disabledByEnv()) return false;
   for (const auto* t : {&q, &k, &v}) {
     if (!t->is_cpu() || t->scalar_type() != torch::kFloat || t->dim() != 4) return false;
   }

@@ -1,5 +1,7 @@
 #include "js_convert.h"
 
+#include "shape_text.h"
+
 #include <cmath>
 
 namespace melbo {
@@ -40,18 +42,24 @@ int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback) {
   return has(o, key) ? getInt(o, key) : fallback;
 }
 
-double getNumber(const Napi::Object& o, const char* key, double fallback) {
-  if (!has(o, key)) return fallback;
-  Napi::Value v = o.Get(key);
+double getNumber(const Napi::Object& o, const char* key) {
+  Napi::Value v = need(o, key);
   if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
   return v.As<Napi::Number>().DoubleValue();
 }
 
-bool getBool(const Napi::Object& o, const char* key, bool fallback) {
-  if (!has(o, key)) return fallback;
-  Napi::Value v = o.Get(key);
+double getNumber(const Napi::Object& o, const char* key, double fallback) {
+  return has(o, key) ? getNumber(o, key) : fallback;
+}
+
+bool getBool(const Napi::Object& o, const char* key) {
+  Napi::Value v = need(o, key);
   if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a boolean");
   return v.As<Napi::Boolean>().Value();
+}
+
+bool getBool(const Napi::Object& o, const char* key, bool fallback) {
+  return has(o, key) ? getBool(o, key) : fallback;
 }
 
 std::string getString(const Napi::Object& o, const char* key) {
@@ -72,12 +80,6 @@ std::vector<int64_t> getIntList(const Napi::Object& o, const char* key) {
     out.push_back(exactInteger(o.Env(), e.As<Napi::Number>().DoubleValue(), key));
   }
   return out;
-}
-
-static std::string shapeText(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
 }
 
 torch::Tensor float32Tensor(const Napi::Object& o, const char* key, std::vector<int64_t> shape) {

@@ -28,15 +28,17 @@ struct TrainRequest {
   torch::Tensor thetas;                // [V, d] float32: each row's starting direction (e.g. randn);
                                        // projected out of `learned` (orthogonal mode), scaled to R
   torch::Tensor learned;               // [m, d] float64 orthonormal (m may be 0): directions to avoid
-  double radius = 1;                   // R
-  double p = 2, q = 2;
-  int64_t steps = 300;
-  int64_t source = 7, target = 15;
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.98, eps = 1e-8, weightDecay = 0;
-  bool amsgrad = true;
+  // Every field below is read from the request (model_object.cpp); the defaults are the TypeScript
+  // side's (src/search/defaults.ts), so these zeros are never used.
+  double radius = 0;  // R
+  double p = 0, q = 0;
+  int64_t steps = 0;
+  int64_t source = 0, target = 0;
+  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weightDecay = 0;
+  bool amsgrad = false;
   // Project the gradient (before the step) and θ (after it) out of `learned`.
   bool orthogonal = false;
-  int64_t progressEvery = 10;
+  int64_t progressEvery = 1;
   std::function<void(const TrainProgress&)> progress;  // may be empty
   std::function<bool()> aborted;                       // may be empty
 };

@@ -31,7 +31,6 @@ torch::ScalarType computeDtype(const std::string& name, Napi::Env env) {
 
 // orthoBlock's inBlock: "gram-schmidt" (default), "first-then-symmetric" or "symmetric".
 InBlock parseInBlock(Napi::Env env, const Napi::Object& o) {
-  if (!has(o, "inBlock")) return InBlock::GramSchmidt;
   try {
     return inBlockFromName(getString(o, "inBlock"));
   } catch (const std::invalid_argument& e) {
@@ -285,17 +284,17 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   r.steps = getInt(o, "steps");
   r.source = getInt(o, "source");
   r.target = getInt(o, "target");
-  r.lr = getNumber(o, "lr", 0.01);
-  r.beta1 = getNumber(o, "beta1", 0.9);
-  r.beta2 = getNumber(o, "beta2", 0.999);
-  r.eps = getNumber(o, "eps", 1e-8);
-  r.projectGradient = getBool(o, "projectGradient", false);
+  r.lr = getNumber(o, "lr");
+  r.beta1 = getNumber(o, "beta1");
+  r.beta2 = getNumber(o, "beta2");
+  r.eps = getNumber(o, "eps");
+  r.projectGradient = getBool(o, "projectGradient");
   if (has(o, "starts")) r.starts = float32Tensor(o, "starts", {r.rows, d});
   r.inBlock = parseInBlock(env, o);
-  r.projectGradientInBlock = getBool(o, "projectGradientInBlock", false);
-  r.lossTolerance = getNumber(o, "lossTolerance", 0);
-  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
-  r.traceEvery = std::max<int64_t>(0, getInt(o, "traceEvery", 0));
+  r.projectGradientInBlock = getBool(o, "projectGradientInBlock");
+  r.lossTolerance = getNumber(o, "lossTolerance");
+  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery"));
+  r.traceEvery = std::max<int64_t>(0, getInt(o, "traceEvery"));
   r.aborted = abortCheck(o);
   ProgressChannel progress(env, info[1], "melbo-ortho-progress");
   if (progress.active()) {
@@ -346,20 +345,20 @@ Napi::Value ModelObject::TrainBlock(const Napi::CallbackInfo& info) {
   }
   r.thetas = float32Tensor(o, "thetas", {getInt(o, "rows"), d});
   r.learned = float64Rows(o, "learned", d);
-  r.radius = getNumber(o, "radius", 0);
-  r.p = getNumber(o, "p", 2);
-  r.q = getNumber(o, "q", 2);
+  r.radius = getNumber(o, "radius");
+  r.p = getNumber(o, "p");
+  r.q = getNumber(o, "q");
   r.steps = getInt(o, "steps");
   r.source = getInt(o, "source");
   r.target = getInt(o, "target");
-  r.lr = getNumber(o, "lr", 1e-3);
-  r.beta1 = getNumber(o, "beta1", 0.9);
-  r.beta2 = getNumber(o, "beta2", 0.98);
-  r.eps = getNumber(o, "eps", 1e-8);
-  r.weightDecay = getNumber(o, "weightDecay", 0);
-  r.amsgrad = getBool(o, "amsgrad", true);
-  r.orthogonal = getBool(o, "orthogonal", false);
-  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery", 10));
+  r.lr = getNumber(o, "lr");
+  r.beta1 = getNumber(o, "beta1");
+  r.beta2 = getNumber(o, "beta2");
+  r.eps = getNumber(o, "eps");
+  r.weightDecay = getNumber(o, "weightDecay");
+  r.amsgrad = getBool(o, "amsgrad");
+  r.orthogonal = getBool(o, "orthogonal");
+  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery"));
   r.aborted = abortCheck(o);
   ProgressChannel progress(env, info[1], "melbo-train-progress");
   if (progress.active()) {

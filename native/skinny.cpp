@@ -16,7 +16,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define MELBO_SKINNY_X86 1
-#include <immintrin.h>
+#include "x86_avx2.h"
 #endif
 
 namespace melbo {
@@ -45,10 +45,7 @@ torch::Tensor skinnyBackward(const torch::Tensor& gy, const torch::Tensor& w) { 
 
 #else
 
-bool skinnyAvailable() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
+bool skinnyAvailable() { return cpuHasAvx2Fma(); }
 
 bool skinnyAppliesTo(torch::ScalarType activations, torch::Device device, const torch::Tensor& w, int64_t rows) {
   if (!device.is_cpu() || !w.device().is_cpu() || w.dim() != 2 || !w.is_contiguous() || w.size(1) % 16 != 0) return false;
@@ -72,13 +69,6 @@ inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // ---- forward: C[M, N] = A[M, K] · W[N, K]ᵀ, one MR × NR tile of dot products. Each output is
 // eight lane-wise FMA chains over k (lane = k mod 8) and then the same horizontal sum.
 template <typename T, int MR, int NR>
@@ -95,7 +85,7 @@ inline void dotTile(const float* A, const T* W, float* C, int64_t m, int64_t n, 
     }
   }
   for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) C[(m + i) * N + n + j] = hsum(acc[i][j]);
+    for (int j = 0; j < NR; j++) C[(m + i) * N + n + j] = horizontalSum(acc[i][j]);
 }
 
 template <typename T, int NR>

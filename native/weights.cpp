@@ -1,5 +1,7 @@
 #include "weights.h"
 
+#include "shape_text.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -67,12 +69,6 @@ torch::ScalarType fileDtype(const TensorSource& s) {
   if (s.dtype == "F16") return torch::kHalf;
   if (s.dtype == "BF16") return torch::kBFloat16;
   throw std::runtime_error(s.path + ": tensor " + s.name + " has unsupported dtype " + s.dtype);
-}
-
-std::string shapeText(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
 }
 
 class TensorLoader {

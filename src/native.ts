@@ -99,7 +99,7 @@ export interface NativeModel {
       projectGradientInBlock: boolean;
       lossTolerance: number;
       progressEvery: number;
-      traceEvery?: number; // > 0: loss of every row at steps 1, 1+K, …
+      traceEvery: number; // > 0: loss of every row at steps 1, 1+K, …; 0 = none
       abort?: NativeAbortFlag;
     },
     onProgress?: (p: { step: number; steps: number; meanLoss: number; minLoss: number }) => void,

@@ -114,12 +114,33 @@ describe("Model lifecycle", () => {
       ["orthoLossGrad", () => handle.orthoLossGrad({ x, seq: tokens.length, thetas, batch: 1, z0, source: S, target: T })],
       ["sliceMean", () => handle.sliceMean({ x, seq: tokens.length, thetas, batch: 1, source: S, target: T })],
       ["generate", () => handle.generate({ tokens, maxNewTokens: 1, temperature: 0, topP: 1, seed: 0, stopTokens: [] })],
-      ["orthoBlock", () => handle.orthoBlock({ x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: S, target: T, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt", projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1 })],
+      ["orthoBlock", () => handle.orthoBlock({ x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: S, target: T, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt", projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1, traceEvery: 0 })],
       ["trainBlock", () => handle.trainBlock({ examples: [{ x, seq: tokens.length, positions: Int32Array.of(0), z0 }], thetas, rows: 1, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: S, target: T, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0, amsgrad: true, orthogonal: true, progressEvery: 1 })],
     ];
     for (const [name, call] of nativeCalls) {
       assert.throws(call, (e: unknown) => e instanceof Error && /model was disposed/.test(e.message), `native ${name} after dispose()`);
     }
+  });
+
+  it("the native loops have no defaults of their own: a request without a hyper-parameter is a TypeError naming it", async () => {
+    const handle = (model as unknown as { handle: NativeModel }).handle;
+    const d = model.hidden;
+    const x = new Float32Array(tokens.length * d), z0 = new Float32Array(d), thetas = new Float32Array(d).fill(0.1);
+    const ortho = { x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: S, target: T, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt" as const, projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1, traceEvery: 0 };
+    const train = { examples: [{ x, seq: tokens.length, positions: Int32Array.of(0), z0 }], thetas, rows: 1, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: S, target: T, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0, amsgrad: true, orthogonal: true, progressEvery: 1 };
+    const cases: [string, Record<string, unknown>, (o: never) => unknown][] = [
+      ["orthoBlock", ortho, (o) => handle.orthoBlock(o)],
+      ["trainBlock", train, (o) => handle.trainBlock(o)],
+    ];
+    for (const [name, full, call] of cases) {
+      for (const key of Object.keys(full).filter((k) => !["x", "seq", "theta0", "basis", "examples", "thetas", "learned"].includes(k))) {
+        const { [key]: _, ...without } = full;
+        assert.throws(() => call(without as never), (e: unknown) => e instanceof TypeError && e.message.includes(`option '${key}' is required`), `${name} without ${key}`);
+      }
+    }
+    // The complete requests run (the test above would pass on a call that always throws).
+    await handle.orthoBlock(ortho);
+    await handle.trainBlock(train);
   });
 
   it("a job running when dispose() is called finishes with its own result; later calls fail clearly", async () => {

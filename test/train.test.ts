@@ -11,7 +11,7 @@ import { readVectorRef, readVectors } from "../src/io/vectors.js";
 import type { TrainExampleInput } from "../src/model/model.js";
 import { OrthonormalBasis, norm } from "../src/search/basis.js";
 import { ortho } from "../src/search/ortho.js";
-import { parsePositions, resolvePositions } from "../src/search/positions.js";
+import { parsePositions, resolvePositions, toPositions } from "../src/search/positions.js";
 import { startDirection, train, trainInputs, type TrainOptions } from "../src/search/train.js";
 import { tempDir } from "./helpers/errors.js";
 import { cli } from "./helpers/cli.js";
@@ -311,5 +311,14 @@ describe("target positions", () => {
     assert.throws(() => parsePositions("first"), /"all", "last:K" or a comma-separated list/);
     assert.throws(() => parsePositions("1,-2"), /comma-separated list/);
     assert.throws(() => resolvePositions(parsePositions("4"), 4, 2), /position 4 is out of range: prompt 2 has tokens 0\.\.3/);
+  });
+
+  it("takes the API's positions as an object or as text, and names anything else", () => {
+    assert.deepEqual(toPositions(undefined), { kind: "all" });
+    assert.deepEqual(toPositions("last:4"), { kind: "last", count: 4 });
+    assert.deepEqual(toPositions({ kind: "list", indices: [3, 1, 3] }), { kind: "list", indices: [1, 3] });
+    for (const bad of [{ kind: "last", count: 0 }, { kind: "first" }, { kind: "list", indices: [] }, 7]) {
+      assert.throws(() => toPositions(bad as never), /positions must be "all", "last:K", a list of token indices or such an object, got /);
+    }
   });
 });

@@ -4,6 +4,7 @@
 import { MelboError } from "../errors.js";
 import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeModel } from "../native.js";
 import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
+import { checkBlock, checkFinite, checkSlice } from "./checks.js";
 import { modelFingerprint, type ModelFingerprint } from "./fingerprint.js";
 import { loadTokenizer, type PromptOptions, type TextCodec } from "./tokenizer.js";
 import type { Checkpoint, Qwen2Config } from "./types.js";
@@ -181,11 +182,8 @@ export interface TrainBlockResult {
   radiusError: Float32Array; // [steps]: max over rows of |‖θ‖ − R| after each step
 }
 
-function checkFinite(values: Float32Array, what: string): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) throw new MelboError(`${what} contains a non-finite value (${values[i]}) at index ${i}`);
-  }
-}
+/** Native searches report progress every this many steps unless told otherwise. */
+const PROGRESS_EVERY = 10;
 
 export class Model {
   private handle: NativeModel | null;
@@ -269,7 +267,7 @@ export class Model {
     this.checkTokens(tokens);
     this.checkLength(tokens.length / batch, 0);
     const layers = [...new Set(options.layers ?? [])];
-    for (const k of layers) this.checkBlock(k, "layer");
+    for (const k of layers) checkBlock(this.config.numLayers, k, "layer");
     if (options.steer) this.checkSteering(options.steer.vectors, options.steer.at, batch);
     const steer = options.steer ? { vectors: this.scaled(options.steer.vectors, options.steer.scales, batch), at: options.steer.at } : undefined;
     const out = await this.native().forward({
@@ -395,8 +393,8 @@ export class Model {
           inBlock: o.inBlock ?? "gram-schmidt",
           projectGradientInBlock: o.gradientInBlock ?? false,
           lossTolerance: o.lossTolerance,
-          progressEvery: o.progressEvery ?? 10,
-          ...(o.traceEvery !== undefined && o.traceEvery > 0 ? { traceEvery: o.traceEvery } : {}),
+          progressEvery: o.progressEvery ?? PROGRESS_EVERY,
+          traceEvery: o.traceEvery ?? 0,
           ...(abort ? { abort } : {}),
         },
         onProgress,
@@ -451,7 +449,7 @@ export class Model {
           weightDecay: o.weightDecay,
           amsgrad: o.amsgrad,
           orthogonal: o.orthogonal,
-          progressEvery: o.progressEvery ?? 10,
+          progressEvery: o.progressEvery ?? PROGRESS_EVERY,
           ...(abort ? { abort } : {}),
         },
         onProgress,
@@ -461,7 +459,7 @@ export class Model {
 
   /** What identifies this model for a saved run: its config and a fingerprint of the embedding and blocks 0..lastBlock (model/fingerprint.ts). */
   fingerprint(lastBlock: number): Promise<ModelFingerprint> {
-    this.checkBlock(lastBlock, "block");
+    checkBlock(this.config.numLayers, lastBlock, "block");
     return modelFingerprint(this.checkpoint, lastBlock);
   }
 
@@ -518,15 +516,8 @@ export class Model {
     }
   }
 
-  private checkBlock(k: number, what: string): void {
-    const L = this.config.numLayers;
-    if (!Number.isInteger(k) || k < 0 || k >= L) throw new MelboError(`${what} ${k} is out of range: this model has blocks 0..${L - 1}`);
-  }
-
   private checkSlice(source: number, target: number): void {
-    this.checkBlock(source, "source block");
-    this.checkBlock(target, "target block");
-    if (source >= target) throw new MelboError(`source block ${source} must come before target block ${target}`);
+    checkSlice(this.config.numLayers, source, target);
   }
 
   /** `vectors` [batch * d] with row b multiplied by scales[b] (the same array when no scales). */
@@ -545,7 +536,7 @@ export class Model {
 
   private checkSteering(vectors: Float32Array, at: number, batch: number): void {
     const d = this.hidden;
-    this.checkBlock(at, "steering block");
+    checkBlock(this.config.numLayers, at, "steering block");
     if (vectors.length !== batch * d) {
       throw new MelboError(`steering vectors must be [${batch} × ${d}] = ${batch * d} values, got ${vectors.length}`);
     }

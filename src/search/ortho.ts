@@ -3,6 +3,8 @@
 // this module owns the basis, the stop rules, progress and the run files (checkpoint/resume).
 
 import { MelboError } from "../errors.js";
+import { checkFinite, checkSlice } from "../model/checks.js";
+import { ORTHO_DEFAULTS } from "./defaults.js";
 import type { Model } from "../model/model.js";
 import type { InBlockOrthogonalisation } from "../native.js";
 import { Rng } from "../util/rng.js";
@@ -36,7 +38,7 @@ export interface OrthoOptions {
   projection?: Projection;
   /** Rows 2…B of a block: where they start (default "random"). Row 1 always starts at θ0. */
   blockStart?: BlockStart;
-  /** Norm of the random starts, as a multiple of ‖θ0‖ (default DEFAULT_START_NORM, 0.01). */
+  /** Norm of the random starts, as a multiple of ‖θ0‖ (default ORTHO_DEFAULTS.startNorm, 0.01). */
   startNorm?: number;
   /** How a block's rows are made orthogonal to each other (default "first-then-symmetric"). */
   inBlock?: InBlockOrthogonalisation;
@@ -104,39 +106,36 @@ export type OrthoEvent =
 export type StopReason = "count" | "norm" | "dimension" | "vanished";
 
 function settingsOf(model: Model, o: OrthoOptions, tokens: Int32Array): OrthoSettings {
+  const D = ORTHO_DEFAULTS;
   return {
-    source: o.source ?? 8,
-    target: o.target ?? 16,
+    source: o.source ?? D.source,
+    target: o.target ?? D.target,
     tokens: [...tokens],
-    block: o.block ?? 1,
-    steps: o.steps ?? 1000,
-    lr: o.lr ?? 0.01,
-    betas: o.betas ?? [0.9, 0.999],
-    eps: o.eps ?? 1e-8,
-    projection: o.projection ?? "post",
-    blockStart: o.blockStart ?? "random",
-    startNorm: o.startNorm ?? DEFAULT_START_NORM,
-    inBlock: o.inBlock ?? "first-then-symmetric",
-    gradientInBlock: o.gradientInBlock ?? true,
-    seed: o.seed ?? 0,
-    lossTolerance: o.lossTolerance ?? 0,
-    minNorm: o.minNorm ?? 0.1,
-    patience: o.patience ?? 10,
-    dropNorm: o.dropNorm ?? 1e-5,
+    block: o.block ?? D.block,
+    steps: o.steps ?? D.steps,
+    lr: o.lr ?? D.lr,
+    betas: o.betas ?? [...D.betas],
+    eps: o.eps ?? D.eps,
+    projection: o.projection ?? D.projection,
+    blockStart: o.blockStart ?? D.blockStart,
+    startNorm: o.startNorm ?? D.startNorm,
+    inBlock: o.inBlock ?? D.inBlock,
+    gradientInBlock: o.gradientInBlock ?? D.gradientInBlock,
+    seed: o.seed ?? D.seed,
+    lossTolerance: o.lossTolerance ?? D.lossTolerance,
+    minNorm: o.minNorm ?? D.minNorm,
+    patience: o.patience ?? D.patience,
+    dropNorm: o.dropNorm ?? D.dropNorm,
     dtype: model.info().dtype,
   };
 }
 
 function validate(model: Model, o: OrthoOptions, s: OrthoSettings): void {
   const d = model.hidden;
-  const L = model.config.numLayers;
   if (o.theta0.length !== d) throw new MelboError(`θ0 has ${o.theta0.length} values, the model's hidden size is ${d}`);
-  for (let i = 0; i < d; i++) if (!Number.isFinite(o.theta0[i]!)) throw new MelboError(`θ0 contains a non-finite value (${o.theta0[i]}) at index ${i}`);
+  checkFinite(o.theta0, "θ0");
   if (!(norm(o.theta0) > 0)) throw new MelboError("θ0 is the zero vector: there is no effect to reproduce");
-  for (const [name, k] of [["source", s.source], ["target", s.target]] as const) {
-    if (!Number.isInteger(k) || k < 0 || k >= L) throw new MelboError(`${name} block ${k} is out of range: this model has blocks 0..${L - 1}`);
-  }
-  if (s.source >= s.target) throw new MelboError(`source block ${s.source} must come before target block ${s.target}`);
+  checkSlice(model.config.numLayers, s.source, s.target);
   if (!Number.isInteger(o.count) || o.count < 1) throw new MelboError(`count must be a positive integer, got ${o.count}`);
   if (!Number.isInteger(s.block) || s.block < 1) throw new MelboError(`block must be a positive integer, got ${s.block}`);
   if (!Number.isInteger(s.steps) || s.steps < 0) throw new MelboError(`steps must be a non-negative integer, got ${s.steps}`);
@@ -151,12 +150,6 @@ function validate(model: Model, o: OrthoOptions, s: OrthoSettings): void {
   if (!Number.isSafeInteger(s.seed)) throw new MelboError(`seed must be an integer, got ${s.seed}`);
 }
 
-/**
- * Norm of the random starts of rows 2…B, as a multiple of ‖θ0‖: small, so that a row is a
- * direction to grow rather than a large random vector to undo (measured in docs/algorithm.md,
- * "Block mode"; runs saved with the earlier default 1 resume with `startNorm: 1`).
- */
-export const DEFAULT_START_NORM = 0.01;
 
 /**
  * The block mode melbo had before distinct starts (every row starts at θ0, Gram–Schmidt in index
@@ -316,7 +309,7 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
           projection: settings.projection, lossTolerance: settings.lossTolerance, inBlock: settings.inBlock,
           gradientInBlock: settings.gradientInBlock,
           ...(starts ? { starts } : {}),
-          progressEvery: options.progressEvery ?? 10,
+          progressEvery: options.progressEvery,
           ...(traceEvery > 0 ? { traceEvery } : {}),
           ...(options.signal ? { signal: options.signal } : {}),
         },

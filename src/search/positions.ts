@@ -23,6 +23,22 @@ export function parsePositions(text: string): Positions {
   return { kind: "list", indices };
 }
 
+/**
+ * What the API accepts: a Positions object or its text ("last:4"). Checked here because JavaScript
+ * callers may pass anything, and a wrong value should be named rather than crash later.
+ */
+export function toPositions(p: Positions | string | undefined): Positions {
+  if (p === undefined) return { kind: "all" };
+  if (typeof p === "string") return parsePositions(p);
+  const q = p as { kind?: unknown; count?: unknown; indices?: unknown };
+  if (q.kind === "all") return { kind: "all" };
+  if (q.kind === "last" && Number.isInteger(q.count) && (q.count as number) >= 1) return { kind: "last", count: q.count as number };
+  if (q.kind === "list" && Array.isArray(q.indices) && q.indices.length > 0 && q.indices.every((i) => Number.isInteger(i) && i >= 0)) {
+    return { kind: "list", indices: [...new Set(q.indices as number[])].sort((a, b) => a - b) };
+  }
+  throw new MelboError(`positions must be "all", "last:K", a list of token indices or such an object, got ${JSON.stringify(p)}`);
+}
+
 export function formatPositions(p: Positions): string {
   switch (p.kind) {
     case "all":

@@ -4,10 +4,12 @@
 // vectors (orthogonal mode), batching (independent mode), progress and the run files.
 
 import { MelboError } from "../errors.js";
+import { checkSlice } from "../model/checks.js";
+import { TRAIN_DEFAULTS } from "./defaults.js";
 import type { Model, TrainExampleInput } from "../model/model.js";
 import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm } from "./basis.js";
-import { formatPositions, resolvePositions, type Positions } from "./positions.js";
+import { formatPositions, resolvePositions, toPositions, type Positions } from "./positions.js";
 import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
 import { readTrace, writeTrace, type TraceLine } from "./trace-file.js";
 import { readTrainRun, writeTrainRun, type TrainLogLine, type TrainRunFiles } from "./train-files.js";
@@ -25,7 +27,7 @@ export interface TrainOptions {
   /** Default: defaultBlocks(model) (7 and L − 9, the original's choice; 7 → 15 for 24 blocks). */
   source?: number;
   target?: number;
-  positions?: Positions; // default all
+  positions?: Positions | string; // default all; "last:4" is read as { kind: "last", count: 4 }
   steps?: number; // default 300
   /** Train the vectors independently (batched) instead of each orthogonal to all earlier ones. */
   independent?: boolean;
@@ -110,23 +112,24 @@ export function startDirection(seed: number, d: number): Float32Array {
 
 function settingsOf(model: Model, o: TrainOptions): TrainSettings {
   const blocks = defaultBlocks(model.config.numLayers);
-  const p = o.p ?? 2;
+  const D = TRAIN_DEFAULTS;
+  const p = o.p ?? D.p;
   return {
     source: o.source ?? blocks.source,
     target: o.target ?? blocks.target,
     radius: o.radius,
     p,
     q: o.q ?? p,
-    positions: formatPositions(o.positions ?? { kind: "all" }),
-    steps: o.steps ?? 300,
-    independent: o.independent ?? false,
-    batch: o.batch ?? 32,
-    seed: o.seed ?? 0,
-    lr: o.lr ?? 1e-3,
-    betas: o.betas ?? [0.9, 0.98],
-    eps: o.eps ?? 1e-8,
-    weightDecay: 0,
-    amsgrad: true,
+    positions: formatPositions(toPositions(o.positions)),
+    steps: o.steps ?? D.steps,
+    independent: o.independent ?? D.independent,
+    batch: o.batch ?? D.batch,
+    seed: o.seed ?? D.seed,
+    lr: o.lr ?? D.lr,
+    betas: o.betas ?? [...D.betas],
+    eps: o.eps ?? D.eps,
+    weightDecay: D.weightDecay,
+    amsgrad: D.amsgrad,
     prompts: o.prompts.map((t) => [...t]),
     dtype: model.info().dtype,
   };
@@ -141,10 +144,7 @@ export function trainBlocks(numLayers: number, source: number | undefined, targe
   }
   const s = source ?? defaults.source;
   const t = target ?? defaults.target;
-  for (const [name, k] of [["source", s], ["target", t]] as const) {
-    if (!Number.isInteger(k) || k < 0 || k >= L) throw new MelboError(`${name} block ${k} is out of range: this model has blocks 0..${L - 1}`);
-  }
-  if (s >= t) throw new MelboError(`source block ${s} must come before target block ${t}`);
+  checkSlice(L, s, t);
   return { source: s, target: t };
 }
 
@@ -212,7 +212,7 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
   const settings = settingsOf(model, options);
   validate(model, options, settings);
   const d = model.hidden;
-  const positions = options.positions ?? { kind: "all" };
+  const positions = toPositions(options.positions);
   const examples = await trainInputs(model, options.prompts, settings.source, settings.target, positions);
   if (options.releaseEarlyBlocks) model.release(settings.source + 1, true);
 
@@ -254,7 +254,7 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
         radius: settings.radius, p: settings.p, q: settings.q, steps: settings.steps,
         source: settings.source, target: settings.target, lr: settings.lr, betas: settings.betas, eps: settings.eps,
         weightDecay: settings.weightDecay, amsgrad: settings.amsgrad, orthogonal: !settings.independent,
-        progressEvery: options.progressEvery ?? 10,
+        progressEvery: options.progressEvery,
         ...(options.signal ? { signal: options.signal } : {}),
       },
       (p) => {

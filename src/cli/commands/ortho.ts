@@ -1,6 +1,7 @@
 import { MelboError } from "../../errors.js";
 import { prepareOutputFolder } from "../../io/output-folder.js";
-import { DEFAULT_START_NORM, LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
+import { ORTHO_DEFAULTS } from "../../search/defaults.js";
+import { LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
 import { randomBaseline, relLossStats, type RelLossStats } from "../../eval/ortho-report.js";
 import type { Model } from "../../model/model.js";
 import { int, num, oneOf, required, str, type Values } from "../args.js";
@@ -129,19 +130,19 @@ const orthoOptions = {
   ...modelOptions,
   ...promptOptions,
   theta: { type: "string", value: "FILE[:row]", required: true, help: "θ0, the vector to copy: a vectors file and its row" },
-  count: { type: "string", value: "N", default: 32, help: "vectors to find after θ0" },
-  source: { type: "string", value: "S", default: 8, help: "block whose output is steered" },
-  target: { type: "string", value: "T", default: 16, help: "block whose output the vectors must reproduce" },
-  block: { type: "string", value: "B", default: 1, help: "vectors optimised at once; 1 = the sequential algorithm" },
+  count: { type: "string", value: "N", default: ORTHO_DEFAULTS.count, help: "vectors to find after θ0" },
+  source: { type: "string", value: "S", default: ORTHO_DEFAULTS.source, help: "block whose output is steered" },
+  target: { type: "string", value: "T", default: ORTHO_DEFAULTS.target, help: "block whose output the vectors must reproduce" },
+  block: { type: "string", value: "B", default: ORTHO_DEFAULTS.block, help: "vectors optimised at once; 1 = the sequential algorithm" },
   "block-mode": { type: "string", value: "distinct|legacy", default: "distinct", help: "how rows 2…B start and stay apart; legacy: melbo's old mode" },
-  seed: { type: "string", value: "N", default: 0, help: "seed of rows 2…B's random starts" },
-  "start-norm": { type: "string", value: "X", defaultText: `${DEFAULT_START_NORM}; legacy block mode: θ0 itself`, help: "norm of rows 2…B's random starts, × ‖θ0‖" },
-  steps: { type: "string", value: "N", default: 1000, help: "Adam steps per vector, or per block" },
-  lr: { type: "string", value: "X", default: 0.01, help: "Adam learning rate" },
-  projection: { type: "string", value: "post|grad", default: "post", help: "post: project θ after each step (seed-exact); grad: the gradient too" },
-  "loss-tol": { type: "string", value: "X", default: 0, defaultText: "0 = off", help: "end a vector's steps once its loss is ≤ X" },
-  "min-norm": { type: "string", value: "X", default: 0.1, help: "a vector below this norm counts towards --patience" },
-  patience: { type: "string", value: "N", default: 10, help: "stop after N vectors in a row below --min-norm" },
+  seed: { type: "string", value: "N", default: ORTHO_DEFAULTS.seed, help: "seed of rows 2…B's random starts" },
+  "start-norm": { type: "string", value: "X", defaultText: `${ORTHO_DEFAULTS.startNorm}; legacy block mode: θ0 itself`, help: "norm of rows 2…B's random starts, × ‖θ0‖" },
+  steps: { type: "string", value: "N", default: ORTHO_DEFAULTS.steps, help: "Adam steps per vector, or per block" },
+  lr: { type: "string", value: "X", default: ORTHO_DEFAULTS.lr, help: "Adam learning rate" },
+  projection: { type: "string", value: "post|grad", default: ORTHO_DEFAULTS.projection, help: "post: project θ after each step (seed-exact); grad: the gradient too" },
+  "loss-tol": { type: "string", value: "X", default: ORTHO_DEFAULTS.lossTolerance, defaultText: "0 = off", help: "end a vector's steps once its loss is ≤ X" },
+  "min-norm": { type: "string", value: "X", default: ORTHO_DEFAULTS.minNorm, help: "a vector below this norm counts towards --patience" },
+  patience: { type: "string", value: "N", default: ORTHO_DEFAULTS.patience, help: "stop after N vectors in a row below --min-norm" },
   trace: { type: "string", value: "K", default: 0, defaultText: "0 = off", help: "write each vector's r every K steps to OUT/trace.jsonl (melbo report plots it)" },
   out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, row 0 = θ0, and log.jsonl" },
   ...runFolderFlags,
@@ -160,7 +161,7 @@ export const orthoCommand: Command = {
     const source = int(v, "source", byDefault("source"), 0);
     const target = int(v, "target", byDefault("target"), 0);
     if (source >= target) throw new MelboError(`--source ${source} must come before --target ${target}`);
-    // Unset: the library's default (DEFAULT_START_NORM; the legacy mode's starts are θ0 itself).
+    // Unset: the library's default (ORTHO_DEFAULTS.startNorm; the legacy mode's starts are θ0 itself).
     const startNorm = str(v, "start-norm") === undefined ? undefined : num(v, "start-norm", 0);
     if (startNorm !== undefined && !(startNorm > 0)) throw new MelboError(`--start-norm must be a positive number, got ${startNorm}`);
     const { resume, force } = resumeOrForce(v);

@@ -1,5 +1,6 @@
 import { prepareOutputFolder } from "../../io/output-folder.js";
 import { readCheckpoint } from "../../model/checkpoint.js";
+import { TRAIN_DEFAULTS } from "../../search/defaults.js";
 import type { Model } from "../../model/model.js";
 import { parsePositions, type Positions } from "../../search/positions.js";
 import { defaultBlocks, train, trainBlocks, type TrainResult } from "../../search/train.js";
@@ -14,13 +15,13 @@ export const trainingOptions = {
   ...modelOptions,
   ...promptOptions,
   prompt: { ...promptOptions.prompt, multiple: true, help: "an example prompt, wrapped in the model's chat template" },
-  p: { type: "string", value: "X", default: 2, help: "F = Σ_prompts (Σ_positions ‖change‖^p)^(1/q)" },
+  p: { type: "string", value: "X", default: TRAIN_DEFAULTS.p, help: "F = Σ_prompts (Σ_positions ‖change‖^p)^(1/q)" },
   q: { type: "string", value: "X", defaultText: "p", help: "see --p" },
   // defaultBlocks(L): 7 and L − 9, read at L = 0 to show them.
   source: { type: "string", value: "S", defaultText: `${defaultBlocks(0).source}`, help: "block whose output is steered" },
   target: { type: "string", value: "T", defaultText: `L${defaultBlocks(0).target}, L = the model's blocks`, help: "block whose change is maximised" },
   positions: { type: "string", value: "all|last:K|i,j,…", default: "all", help: "prompt positions the change is summed over" },
-  seed: { type: "string", value: "N", default: 0, help: "vector k starts from randn with seed + k" },
+  seed: { type: "string", value: "N", default: TRAIN_DEFAULTS.seed, help: "vector k starts from randn with seed + k" },
 } satisfies OptionTable;
 
 export interface TrainingArgs {
@@ -80,10 +81,10 @@ const trainOptions = {
   ...trainingOptions,
   count: { type: "string", value: "N", required: true, help: "vectors to train" },
   radius: { type: "string", value: "R", required: true, help: "norm of every vector; `melbo calibrate` helps to choose it" },
-  steps: { type: "string", value: "N", default: 300, help: "Adam steps per vector" },
-  lr: { type: "string", value: "X", default: 1e-3, help: "Adam learning rate" },
+  steps: { type: "string", value: "N", default: TRAIN_DEFAULTS.steps, help: "Adam steps per vector" },
+  lr: { type: "string", value: "X", default: TRAIN_DEFAULTS.lr, help: "Adam learning rate" },
   independent: { type: "boolean", help: "train the vectors independently, in batches, not each orthogonal to the earlier ones" },
-  batch: { type: "string", value: "N", default: 32, help: "vectors per batch, with --independent" },
+  batch: { type: "string", value: "N", default: TRAIN_DEFAULTS.batch, help: "vectors per batch, with --independent" },
   trace: { type: "string", value: "K", default: 0, defaultText: "0 = off", help: "write each vector's objective every K steps to OUT/trace.jsonl (melbo report plots it)" },
   out: { type: "string", value: "DIR", required: true, help: "run folder: vectors.safetensors, log.jsonl" },
   ...runFolderFlags,
