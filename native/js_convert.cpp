@@ -32,20 +32,21 @@ static int64_t exactInteger(Napi::Env env, double x, const char* key) {
   return static_cast<int64_t>(x);
 }
 
-int64_t getInt(const Napi::Object& o, const char* key) {
-  Napi::Value v = need(o, key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
-  return exactInteger(o.Env(), v.As<Napi::Number>().DoubleValue(), key);
-}
+int64_t getInt(const Napi::Object& o, const char* key) { return exactInteger(o.Env(), getNumber(o, key), key); }
 
 int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback) {
   return has(o, key) ? getInt(o, key) : fallback;
 }
 
-double getNumber(const Napi::Object& o, const char* key) {
+// The option `key`, present and of the kind `is` tests ("a number", "a boolean", …), else a TypeError.
+static Napi::Value needKind(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const, const char* kind) {
   Napi::Value v = need(o, key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
-  return v.As<Napi::Number>().DoubleValue();
+  if (!(v.*is)()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be " + kind);
+  return v;
+}
+
+double getNumber(const Napi::Object& o, const char* key) {
+  return needKind(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().DoubleValue();
 }
 
 double getNumber(const Napi::Object& o, const char* key, double fallback) {
@@ -53,9 +54,7 @@ double getNumber(const Napi::Object& o, const char* key, double fallback) {
 }
 
 bool getBool(const Napi::Object& o, const char* key) {
-  Napi::Value v = need(o, key);
-  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a boolean");
-  return v.As<Napi::Boolean>().Value();
+  return needKind(o, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
 }
 
 bool getBool(const Napi::Object& o, const char* key, bool fallback) {
@@ -63,9 +62,7 @@ bool getBool(const Napi::Object& o, const char* key, bool fallback) {
 }
 
 std::string getString(const Napi::Object& o, const char* key) {
-  Napi::Value v = need(o, key);
-  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a string");
-  return v.As<Napi::String>().Utf8Value();
+  return needKind(o, key, &Napi::Value::IsString, "a string").As<Napi::String>().Utf8Value();
 }
 
 std::vector<int64_t> getIntList(const Napi::Object& o, const char* key) {

@@ -49,6 +49,17 @@ export interface NativeLoadOptions {
   tensors: NativeTensorSource[];
 }
 
+/** What both native optimiser loops (orthoBlock, trainBlock) take: the slice and Adam's settings. */
+export interface NativeLoopFields {
+  steps: number;
+  source: number;
+  target: number;
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+}
+
 export interface NativeModel {
   forward(o: {
     tokens: Int32Array; // [batch * seq]
@@ -86,13 +97,6 @@ export interface NativeModel {
       theta0: Float32Array; // [d]
       basis: Float64Array; // [m * d] orthonormal rows
       rows: number;
-      steps: number;
-      source: number;
-      target: number;
-      lr: number;
-      beta1: number;
-      beta2: number;
-      eps: number;
       projectGradient: boolean;
       starts?: Float32Array; // [rows * d]; absent = theta0 for every row
       inBlock: InBlockOrthogonalisation;
@@ -101,7 +105,7 @@ export interface NativeModel {
       progressEvery: number;
       traceEvery: number; // > 0: loss of every row at steps 1, 1+K, …; 0 = none
       abort?: NativeAbortFlag;
-    },
+    } & NativeLoopFields,
     onProgress?: (p: { step: number; steps: number; meanLoss: number; minLoss: number }) => void,
   ): Promise<{ thetas: Float32Array; losses: Float32Array; steps: Int32Array; trace?: Float32Array /* [points * rows] */ }>;
   trainBlock(
@@ -113,19 +117,12 @@ export interface NativeModel {
       radius: number;
       p: number;
       q: number;
-      steps: number;
-      source: number;
-      target: number;
-      lr: number;
-      beta1: number;
-      beta2: number;
-      eps: number;
       weightDecay: number;
       amsgrad: boolean;
       orthogonal: boolean;
       progressEvery: number;
       abort?: NativeAbortFlag;
-    },
+    } & NativeLoopFields,
     onProgress?: (p: { step: number; steps: number; meanObjective: number; maxObjective: number }) => void,
   ): Promise<{ thetas: Float32Array; objectives: Float32Array; trace: Float32Array; radiusError: Float32Array }>;
   sliceMean(o: { x: Float32Array; seq: number; thetas: Float32Array; batch: number; source: number; target: number }): Promise<Float32Array>;

@@ -2,7 +2,7 @@
 // the JS side so the user gets a MelboError naming the problem, never a native crash.
 
 import { MelboError } from "../errors.js";
-import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeModel } from "../native.js";
+import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeLoopFields, type NativeModel } from "../native.js";
 import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
 import { checkBlock, checkFinite, checkSlice } from "./checks.js";
 import { modelFingerprint, type ModelFingerprint } from "./fingerprint.js";
@@ -99,17 +99,26 @@ export interface OrthoLossGradOptions {
   target: number;
 }
 
-export interface OrthoBlockOptions {
-  x: Float32Array; // [seq * d] resid(source) of the unsteered prompt
-  theta0: Float32Array; // [d]
-  basis: Float64Array; // [m * d] orthonormal
-  rows: number;
+/** What both native optimiser loops take: steps of Adam on the slice from block source to block target. */
+export interface LoopOptions {
   steps: number;
   source: number;
   target: number;
   lr: number;
   betas: [number, number];
   eps: number;
+}
+
+/** The native request's fields for `o`'s loop settings. */
+function loopFields(o: LoopOptions): NativeLoopFields {
+  return { steps: o.steps, source: o.source, target: o.target, lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps };
+}
+
+export interface OrthoBlockOptions extends LoopOptions {
+  x: Float32Array; // [seq * d] resid(source) of the unsteered prompt
+  theta0: Float32Array; // [d]
+  basis: Float64Array; // [m * d] orthonormal
+  rows: number;
   projection: "post" | "grad";
   /** [rows * d]: each row's start (row 0 should be θ0); absent = θ0 for every row. */
   starts?: Float32Array;
@@ -146,7 +155,7 @@ export interface TrainExampleInput {
   z0: Float32Array; // [n * d] resid(target) of the unsteered prompt at those positions
 }
 
-export interface TrainBlockOptions {
+export interface TrainBlockOptions extends LoopOptions {
   examples: TrainExampleInput[];
   /** [rows * d] start directions (e.g. seeded randn): projected out of `learned` when orthogonal, scaled to R. */
   starts: Float32Array;
@@ -155,12 +164,6 @@ export interface TrainBlockOptions {
   radius: number;
   p: number;
   q: number;
-  steps: number;
-  source: number;
-  target: number;
-  lr: number;
-  betas: [number, number];
-  eps: number;
   weightDecay: number;
   amsgrad: boolean;
   orthogonal: boolean;
@@ -381,13 +384,7 @@ export class Model {
           theta0: o.theta0,
           basis: o.basis,
           rows: o.rows,
-          steps: o.steps,
-          source: o.source,
-          target: o.target,
-          lr: o.lr,
-          beta1: o.betas[0],
-          beta2: o.betas[1],
-          eps: o.eps,
+          ...loopFields(o),
           projectGradient: o.projection === "grad",
           ...(o.starts ? { starts: o.starts } : {}),
           inBlock: o.inBlock ?? "gram-schmidt",
@@ -439,13 +436,7 @@ export class Model {
           radius: o.radius,
           p: o.p,
           q: o.q,
-          steps: o.steps,
-          source: o.source,
-          target: o.target,
-          lr: o.lr,
-          beta1: o.betas[0],
-          beta2: o.betas[1],
-          eps: o.eps,
+          ...loopFields(o),
           weightDecay: o.weightDecay,
           amsgrad: o.amsgrad,
           orthogonal: o.orthogonal,
