@@ -19,7 +19,7 @@ export const PROMPT_TOKENS = Int32Array.from([
   151645, 198, 151644, 77091, 198,
 ]);
 
-/** Qwen1.5-1.8B-Chat's shape (the original work's model; ../shared/data/qwen1.5-1.8b-chat/config.json). */
+/** Qwen1.5-1.8B-Chat's shape (the original work's model; its config.json on the Hugging Face hub, Qwen/Qwen1.5-1.8B-Chat). */
 export const QWEN15_1P8B: TestModelOptions = {
   layers: 24, hidden: 2048, heads: 16, kvHeads: 16, intermediate: 5504, tied: false, vocab: 151936,
   ropeTheta: 1e6, rmsNormEps: 1e-6, dtype: "BF16", seed: 1,

@@ -36,9 +36,10 @@ async function main(): Promise<void> {
   const rssAfterLoadMiB = rssMiB();
   const theta0 = new Rng(1, "bench-theta0").fillNormal(new Float32Array(model.hidden), 1, 0);
   let rssAfterReleaseMiB = 0;
-  for await (const e of ortho(model, { tokens: PROMPT_TOKENS, theta0, count: rows, block: rows, steps, releaseEarlyBlocks: true, progressEvery: 1 })) {
-    if (e.type === "start") rssAfterReleaseMiB = rssMiB();
-  }
+  await ortho(model, {
+    tokens: PROMPT_TOKENS, theta0, count: rows, block: rows, steps, releaseEarlyBlocks: true, progressEvery: 1,
+    onResume: () => (rssAfterReleaseMiB = rssMiB()), // called once the early blocks are released, before the first block
+  });
   const info = model.info();
   if (info.firstBlock !== 9) throw new Error(`expected blocks 9..16 after the release, got ${info.firstBlock}..${info.lastBlock}`);
   model.dispose();

@@ -86,17 +86,9 @@ export async function qualityRow(
     minNorm: 0, progressEvery: 50,
   };
   const started = performance.now();
-  let rs: number[] = [];
-  let found = 0, dropped = 0, maxAbsCos = NaN;
-  for await (const e of ortho(model, options)) {
-    if (e.type === "progress" && onProgress) onProgress(`${e.found}/${e.count} step ${e.step}/${e.steps}`);
-    if (e.type === "done") {
-      rs = e.log.map((l) => l.relLoss);
-      found = e.found;
-      dropped = e.dropped;
-      maxAbsCos = e.maxAbsCos;
-    }
-  }
+  const e = await ortho(model, { ...options, ...(onProgress ? { onProgress: (p) => onProgress(`${p.finished}/${p.total} step ${p.step}/${p.steps}`) } : {}) });
+  const rs = e.log.map((l) => l.relLoss);
+  const { found, dropped, maxAbsCos } = e;
   const seconds = (performance.now() - started) / 1000;
   const below1 = rs.filter((r) => r < 1).length, below075 = rs.filter((r) => r <= 0.75).length;
   return {

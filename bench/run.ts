@@ -216,13 +216,9 @@ async function lossCompare(dtype: "f32" | "bf16", activations: string, count: nu
   try {
     const theta0 = theta0For(m.hidden, 3).map((v) => (v * 8) / THETA0_NORM); // norm 8, the demo's radius
     const t0 = performance.now();
-    let row: LossRow | undefined;
-    for await (const e of ortho(m, { tokens: PROMPT_TOKENS, theta0, count, block: count, steps, progressEvery: 50 })) {
-      if (e.type === "done") {
-        row = { dtype, activations, count, steps, seconds: (performance.now() - t0) / 1000, losses: e.log.map((l) => l.loss), relLosses: e.log.map((l) => l.relLoss) };
-      }
-    }
-    results.lossCompare.push(row!);
+    const e = await ortho(m, { tokens: PROMPT_TOKENS, theta0, count, block: count, steps, progressEvery: 50 });
+    const row: LossRow = { dtype, activations, count, steps, seconds: (performance.now() - t0) / 1000, losses: e.log.map((l) => l.loss), relLosses: e.log.map((l) => l.relLoss) };
+    results.lossCompare.push(row);
     log(`  ${dtype} (${activations} activations): final relative losses ${row!.relLosses.map((r) => r.toFixed(4)).join(" ")} in ${fmt(row!.seconds, 1)} s`);
   } finally {
     m.dispose();

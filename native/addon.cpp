@@ -63,7 +63,7 @@ Napi::Value ProjectBlock(const Napi::CallbackInfo& info) {
   const int64_t d = melbo::getInt(o, "d");
   auto rows = melbo::float64Rows(o, "rows", d), basis = melbo::float64Rows(o, "basis", d);
   const bool cuda = o.Get("device").IsString() && o.Get("device").As<Napi::String>().Utf8Value() == "cuda";
-  const bool reference = melbo::getBool(o, "reference", false);
+  const bool reference = melbo::getFlag(o, "reference");
   try {
     if (cuda) {
       rows = rows.to(torch::kCUDA);

@@ -10,12 +10,12 @@
 
 namespace melbo {
 
-// Whether q [B, H, T, hd] and k, v [B, K, S, hd] (K divides H, S >= T) can use the kernel: CPU, float32,
+// Whether q [B, H, T, hd] and k, v [B, KV, Tk, hd] (KV divides H, Tk >= T) can use the kernel: CPU, float32,
 // hd a multiple of 8, AVX2 + FMA present. MELBO_ATTENTION=torch turns it off (benchmarks).
 bool fusedAttentionApplies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 
-// -> [B, H, T, hd]. Query head h reads kv head h / (H / K) (grouped-query attention, no copies).
-// Query i sits at position S - T + i and attends to keys 0..S-T+i (the first S - T keys are a
+// -> [B, H, T, hd]. Query head h reads kv head h / (H / KV) (grouped-query attention, no copies).
+// Query i sits at position Tk - T + i and attends to keys 0..Tk-T+i (the first Tk - T keys are a
 // cache of earlier positions). Differentiable with respect to q, k and v.
 torch::Tensor fusedCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 

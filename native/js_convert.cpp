@@ -34,10 +34,6 @@ static int64_t exactInteger(Napi::Env env, double x, const char* key) {
 
 int64_t getInt(const Napi::Object& o, const char* key) { return exactInteger(o.Env(), getNumber(o, key), key); }
 
-int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback) {
-  return has(o, key) ? getInt(o, key) : fallback;
-}
-
 // The option `key`, present and of the kind `is` tests ("a number", "a boolean", …), else a TypeError.
 static Napi::Value needKind(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const, const char* kind) {
   Napi::Value v = need(o, key);
@@ -49,17 +45,11 @@ double getNumber(const Napi::Object& o, const char* key) {
   return needKind(o, key, &Napi::Value::IsNumber, "a number").As<Napi::Number>().DoubleValue();
 }
 
-double getNumber(const Napi::Object& o, const char* key, double fallback) {
-  return has(o, key) ? getNumber(o, key) : fallback;
-}
-
 bool getBool(const Napi::Object& o, const char* key) {
   return needKind(o, key, &Napi::Value::IsBoolean, "a boolean").As<Napi::Boolean>().Value();
 }
 
-bool getBool(const Napi::Object& o, const char* key, bool fallback) {
-  return has(o, key) ? getBool(o, key) : fallback;
-}
+bool getFlag(const Napi::Object& o, const char* key) { return has(o, key) && getBool(o, key); }
 
 std::string getString(const Napi::Object& o, const char* key) {
   return needKind(o, key, &Napi::Value::IsString, "a string").As<Napi::String>().Utf8Value();

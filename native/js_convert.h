@@ -15,11 +15,10 @@ Napi::Object optionsArgument(const Napi::CallbackInfo& info, const char* call);
 // Option readers: throw a TypeError naming the option when it is missing or of the wrong kind.
 bool has(const Napi::Object& o, const char* key);
 int64_t getInt(const Napi::Object& o, const char* key);
-int64_t getInt(const Napi::Object& o, const char* key, int64_t fallback);
 double getNumber(const Napi::Object& o, const char* key);
-double getNumber(const Napi::Object& o, const char* key, double fallback);
 bool getBool(const Napi::Object& o, const char* key);
-bool getBool(const Napi::Object& o, const char* key, bool fallback);
+// An optional switch: false when absent (the only kind of option with a native default).
+bool getFlag(const Napi::Object& o, const char* key);
 std::string getString(const Napi::Object& o, const char* key);
 std::vector<int64_t> getIntList(const Napi::Object& o, const char* key);
 

@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "adam.h"
-#include "ortho.h"       // Aborted
 #include "projection.h"  // projectOutBasis
 
 namespace melbo {
@@ -17,11 +16,8 @@ void check(bool ok, const std::string& message) {
 }
 
 void validate(const Qwen2& model, const TrainRequest& r) {
-  const int64_t d = model.cfg.hidden, L = model.cfg.layers;
-  check(r.source >= 0 && r.source < r.target && r.target < L,
-        "need 0 <= source < target < " + std::to_string(L) + ", got source " + std::to_string(r.source) + ", target " +
-            std::to_string(r.target));
-  model.requireBlocks(r.source + 1, r.target, "MELBO training");
+  const int64_t d = model.cfg.hidden;
+  model.requireSlice(r.loop.source, r.loop.target, "train");
   check(!r.examples.empty(), "at least one example prompt is needed");
   for (size_t i = 0; i < r.examples.size(); ++i) {
     const auto& e = r.examples[i];
@@ -37,14 +33,14 @@ void validate(const Qwen2& model, const TrainRequest& r) {
         "learned must be a float64 [m, d]");
   check(std::isfinite(r.radius) && r.radius > 0, "the radius R must be > 0");
   check(std::isfinite(r.p) && r.p > 0 && std::isfinite(r.q) && r.q > 0, "p and q must be > 0");
-  check(r.steps >= 0, "steps must be >= 0");
+  check(r.loop.steps >= 0, "steps must be >= 0");
 }
 
 // F_i(θ_v) = (Σ_{t∈I_i} ‖Z_{i,t}(θ_v) − Z_{i,t}(0)‖₂^p)^{1/q} of one example for every row: [V] float32.
 torch::Tensor exampleObjective(const Qwen2& model, const TrainRequest& r, const TrainExample& e, const Rope& rope,
                                const torch::Tensor& thetas) {
   auto h = (e.x.unsqueeze(0) + thetas.unsqueeze(1)).to(model.act);  // [V, T, d]: resid(source) + θ_v everywhere
-  h = model.runBlocks(h, r.source + 1, r.target, rope);                // [V, T, d]: resid(target)
+  h = model.runBlocks(h, r.loop.source + 1, r.loop.target, rope);                // [V, T, d]: resid(target)
   auto z = h.index_select(1, e.positions).to(torch::kFloat);           // [V, n, d]
   auto squared = (z - e.z0.unsqueeze(0)).pow(2).sum(-1);               // [V, n]: ‖·‖₂² over d, per token
   // ‖·‖^p as (‖·‖²)^{p/2}: for the default p = 2 no square root enters the gradient.
@@ -93,7 +89,8 @@ TrainResult trainBlock(const Qwen2& model, const TrainRequest& request) {
   validate(model, request);
   const TrainRequest r = onDevice(model, request);
   const int64_t V = r.thetas.size(0);
-  const double R = r.radius, b1 = r.beta1, b2 = r.beta2;
+  const LoopSettings& loop = r.loop;
+  const double R = r.radius, b1 = loop.beta1, b2 = loop.beta2;
   std::vector<Rope> ropes;
   for (const auto& e : r.examples) ropes.push_back(model.rope(0, e.x.size(0)));
 
@@ -103,11 +100,11 @@ TrainResult trainBlock(const Qwen2& model, const TrainRequest& request) {
   auto theta = onSphere(start, R).to(torch::kFloat);
   // AdamW state, one optimizer per row (every update below is elementwise or per row).
   auto expAvg = torch::zeros_like(theta), expAvgSq = torch::zeros_like(theta), maxExpAvgSq = torch::zeros_like(theta);
-  auto trace = torch::zeros({r.steps, V}, torch::kFloat);
-  auto radiusError = torch::zeros({r.steps}, torch::kFloat);
+  auto trace = torch::zeros({loop.steps, V}, torch::kFloat);
+  auto radiusError = torch::zeros({loop.steps}, torch::kFloat);
 
-  for (int64_t step = 1; step <= r.steps; ++step) {
-    if (r.aborted && r.aborted()) throw Aborted();
+  for (int64_t step = 1; step <= loop.steps; ++step) {
+    loop.checkAbort();
     auto [F, gradF] = objective(model, r, ropes, theta, true);  // [V], [V, d]
     torch::NoGradGuard noGrad;
     trace[step - 1].copy_(F);
@@ -118,18 +115,18 @@ TrainResult trainBlock(const Qwen2& model, const TrainRequest& request) {
     auto grad = g.to(torch::kFloat);
 
     // AdamW exactly as torch.optim.AdamW's single-tensor update (torch 1.13, maximize=False).
-    theta.mul_(1 - r.lr * r.weightDecay);
+    theta.mul_(1 - loop.lr * r.weightDecay);
     expAvg.mul_(b1).add_(grad, 1 - b1);
     expAvgSq.mul_(b2).addcmul_(grad, grad, 1 - b2);
     if (r.amsgrad) torch::maximum_out(maxExpAvgSq, maxExpAvgSq, expAvgSq);
-    theta = adamUpdate(theta, expAvg, r.amsgrad ? maxExpAvgSq : expAvgSq, r.lr, b1, b2, r.eps, step);
+    theta = adamUpdate(theta, expAvg, r.amsgrad ? maxExpAvgSq : expAvgSq, loop.lr, b1, b2, loop.eps, step);
 
     auto next = theta.to(torch::kDouble);  // [V, d]
     if (r.orthogonal) next = projectOutBasis(next, r.learned);
     theta = onSphere(next, R).to(torch::kFloat);
     radiusError[step - 1] = (theta.to(torch::kDouble).norm(2, {1}) - R).abs().max().item<double>();
-    if (r.progress && (step % r.progressEvery == 0 || step == r.steps)) {
-      r.progress(TrainProgress{step, r.steps, F.mean().item<double>(), F.max().item<double>()});
+    if (loop.reportsAt(step)) {
+      loop.progress(LoopProgress{step, loop.steps, F.mean().item<double>(), F.max().item<double>()});
     }
   }
   auto finalF = objective(model, r, ropes, theta, false).first;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "optimiser_loop.h"
 #include "qwen2.h"
 
 namespace melbo {
@@ -18,29 +19,20 @@ struct TrainExample {
   torch::Tensor z0;         // [n_i, d] float32: resid(target) of the unsteered prompt at I_i
 };
 
-struct TrainProgress {
-  int64_t step = 0, steps = 0;
-  double meanObjective = 0, maxObjective = 0;  // over the batch's rows, before this step
-};
-
 struct TrainRequest {
   std::vector<TrainExample> examples;  // at least one
   torch::Tensor thetas;                // [V, d] float32: each row's starting direction (e.g. randn);
                                        // projected out of `learned` (orthogonal mode), scaled to R
   torch::Tensor learned;               // [m, d] float64 orthonormal (m may be 0): directions to avoid
+  LoopSettings loop;  // steps, the slice, Adam's settings, abort; progress: mean and max objective
   // Every field below is read from the request (model_object.cpp); the defaults are the TypeScript
   // side's (src/search/defaults.ts), so these zeros are never used.
   double radius = 0;  // R
   double p = 0, q = 0;
-  int64_t steps = 0;
-  int64_t source = 0, target = 0;
-  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weightDecay = 0;
+  double weightDecay = 0;
   bool amsgrad = false;
   // Project the gradient (before the step) and θ (after it) out of `learned`.
   bool orthogonal = false;
-  int64_t progressEvery = 1;
-  std::function<void(const TrainProgress&)> progress;  // may be empty
-  std::function<bool()> aborted;                       // may be empty
 };
 
 struct TrainResult {
@@ -50,7 +42,7 @@ struct TrainResult {
   torch::Tensor radiusError;  // [steps] float32: max_v |‖θ_v‖ − R| after each step (float64 norm)
 };
 
-// Throws std::runtime_error on bad input and Aborted (ortho.h) when request.aborted() says so.
+// Throws std::runtime_error on bad input and Aborted (optimiser_loop.h) when request.aborted() says so.
 TrainResult trainBlock(const Qwen2& model, const TrainRequest& request);
 
 }  // namespace melbo

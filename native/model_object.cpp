@@ -68,9 +68,9 @@ Qwen2Config parseConfig(const Napi::Object& o) {
   c.kvHeads = getInt(o, "numKvHeads");
   c.headDim = getInt(o, "headDim");
   c.vocab = getInt(o, "vocabSize");
-  c.rmsEps = getNumber(o, "rmsNormEps", 1e-6);
-  c.ropeTheta = getNumber(o, "ropeTheta", 1e6);
-  c.tied = getBool(o, "tieWordEmbeddings", false);
+  c.rmsEps = getNumber(o, "rmsNormEps");
+  c.ropeTheta = getNumber(o, "ropeTheta");
+  c.tied = getBool(o, "tieWordEmbeddings");
   return c;
 }
 
@@ -83,14 +83,16 @@ LoadRequest parseLoad(const Napi::Object& o) {
   r.dtype = computeDtype(getString(o, "dtype"), env);
   r.firstBlock = getInt(o, "firstBlock");
   r.lastBlock = getInt(o, "lastBlock");
-  r.embedding = getBool(o, "embedding", false);
-  r.head = getBool(o, "head", false);
+  r.embedding = getBool(o, "embedding");
+  r.head = getBool(o, "head");
   if (!o.Get("tensors").IsArray()) throw Napi::TypeError::New(env, "option 'tensors' must be an array");
   Napi::Array list = o.Get("tensors").As<Napi::Array>();
   for (uint32_t i = 0; i < list.Length(); ++i) {
     Napi::Object t = list.Get(i).As<Napi::Object>();
     TensorSource s;
     s.name = getString(t, "name");
+    s.role = getString(t, "role");
+    s.block = getInt(t, "block");
     s.path = getString(t, "path");
     s.dtype = getString(t, "dtype");
     s.shape = getIntList(t, "shape");
@@ -99,6 +101,44 @@ LoadRequest parseLoad(const Napi::Object& o) {
     r.tensors.push_back(std::move(s));
   }
   return r;
+}
+
+// The fields every optimiser loop reads (NativeLoopFields in src/native.ts), and its abort flag.
+LoopSettings parseLoop(const Napi::Object& o) {
+  LoopSettings loop;
+  loop.steps = getInt(o, "steps");
+  loop.source = getInt(o, "source");
+  loop.target = getInt(o, "target");
+  loop.lr = getNumber(o, "lr");
+  loop.beta1 = getNumber(o, "beta1");
+  loop.beta2 = getNumber(o, "beta2");
+  loop.eps = getNumber(o, "eps");
+  loop.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery"));
+  loop.aborted = abortCheck(o);
+  return loop;
+}
+
+// Runs run(request), a native optimiser loop, on a worker thread and resolves with
+// convert(result). `callback` (may be undefined) receives {step, steps, <mean>, <extreme>}
+// events on the JS thread, the two statistics named by `stats`; the channel is released however
+// the job ends, so that a finished job never keeps the process alive.
+template <typename Result, typename Request, typename Run, typename Convert>
+Napi::Value startLoop(Napi::Env env, const Napi::Value& callback, const char* name, std::pair<const char*, const char*> stats,
+                      Request request, Run run, Convert convert) {
+  ProgressChannel progress(env, callback, name);
+  if (progress.active()) {
+    request.loop.progress = [progress, stats](const LoopProgress& p) {
+      progress.report({{"step", static_cast<double>(p.step)}, {"steps", static_cast<double>(p.steps)},
+                       {stats.first, p.mean}, {stats.second, p.extreme}});
+    };
+  }
+  return PromiseWorker<Result>::Start(
+      env,
+      [request, run, progress]() {
+        ReleaseOnExit guard{progress};
+        return run(request);
+      },
+      convert);
 }
 
 }  // namespace
@@ -163,13 +203,13 @@ Napi::Value ModelObject::Forward(const Napi::CallbackInfo& info) {
   Napi::Object o = optionsArgument(info, "forward(options)");
   ForwardRequest r;
   auto flat = int32TensorAsLong(o, "tokens");
-  const int64_t B = getInt(o, "batch", 1);
+  const int64_t B = getInt(o, "batch");
   if (B < 1 || flat.numel() == 0 || flat.numel() % B != 0) {
     throw Napi::RangeError::New(env, "forward: tokens must be a non-empty [batch * seq] array");
   }
   r.tokens = flat.view({B, flat.numel() / B});
   r.layers = getIntList(o, "layers");
-  r.logits = getBool(o, "logits", false);
+  r.logits = getBool(o, "logits");
   if (has(o, "steer")) {
     Napi::Object s = o.Get("steer").As<Napi::Object>();
     r.steerAt = getInt(s, "at");
@@ -227,7 +267,7 @@ Napi::Value ModelObject::SliceMean(const Napi::CallbackInfo& info) {
       env,
       [model, x, thetas, source, target]() {
         torch::NoGradGuard noGrad;
-        if (source < 0 || source >= target || target >= model->cfg.layers) throw std::runtime_error("need 0 <= source < target < layers");
+        model->requireSlice(source, target, "sliceMean");
         return toHost(sliceMean(*model, x, thetas, source, target, model->rope(0, x.size(0))));
       },
       [](Napi::Env env, Result& z) -> Napi::Value { return toFloat32Array(env, z); });
@@ -248,12 +288,12 @@ Napi::Value ModelObject::Generate(const Napi::CallbackInfo& info) {
   }
   r.maxNewTokens = getInt(o, "maxNewTokens");
   if (r.maxNewTokens < 0) throw Napi::RangeError::New(env, "generate: maxNewTokens must be >= 0");
-  r.temperature = getNumber(o, "temperature", 0);
-  r.topP = getNumber(o, "topP", 1);
-  r.seed = static_cast<uint64_t>(getInt(o, "seed", 0));
+  r.temperature = getNumber(o, "temperature");
+  r.topP = getNumber(o, "topP");
+  r.seed = static_cast<uint64_t>(getInt(o, "seed"));
   r.stopTokens = getIntList(o, "stopTokens");
   if (has(o, "rowSeeds")) r.rowSeeds = getIntList(o, "rowSeeds");
-  r.firstLogits = getBool(o, "firstLogits", false);
+  r.firstLogits = getFlag(o, "firstLogits");
   using Result = GenerateResult;
   return PromiseWorker<Result>::Start(
       env, [model, r]() { return generate(*model, r); },
@@ -280,37 +320,18 @@ Napi::Value ModelObject::OrthoBlock(const Napi::CallbackInfo& info) {
   r.x = float32Tensor(o, "x", {getInt(o, "seq"), d});
   r.theta0 = float32Tensor(o, "theta0", {d});
   r.basis = float64Rows(o, "basis", d);
+  r.loop = parseLoop(o);
   r.rows = getInt(o, "rows");
-  r.steps = getInt(o, "steps");
-  r.source = getInt(o, "source");
-  r.target = getInt(o, "target");
-  r.lr = getNumber(o, "lr");
-  r.beta1 = getNumber(o, "beta1");
-  r.beta2 = getNumber(o, "beta2");
-  r.eps = getNumber(o, "eps");
   r.projectGradient = getBool(o, "projectGradient");
   if (has(o, "starts")) r.starts = float32Tensor(o, "starts", {r.rows, d});
   r.inBlock = parseInBlock(env, o);
   r.projectGradientInBlock = getBool(o, "projectGradientInBlock");
   r.lossTolerance = getNumber(o, "lossTolerance");
-  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery"));
   r.traceEvery = std::max<int64_t>(0, getInt(o, "traceEvery"));
-  r.aborted = abortCheck(o);
-  ProgressChannel progress(env, info[1], "melbo-ortho-progress");
-  if (progress.active()) {
-    r.progress = [progress](const OrthoProgress& p) {
-      progress.report({{"step", static_cast<double>(p.step)}, {"steps", static_cast<double>(p.steps)},
-                       {"meanLoss", p.meanLoss}, {"minLoss", p.minLoss}});
-    };
-  }
-  using Result = OrthoResult;
-  return PromiseWorker<Result>::Start(
-      env,
-      [model, r, progress]() {
-        ReleaseOnExit guard{progress};
-        return orthoBlock(*model, r);
-      },
-      [](Napi::Env env, Result& res) -> Napi::Value {
+  return startLoop<OrthoResult>(
+      env, info[1], "melbo-ortho-progress", {"meanLoss", "minLoss"}, r,
+      [model](const OrthoRequest& request) { return orthoBlock(*model, request); },
+      [](Napi::Env env, OrthoResult& res) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("thetas", toFloat32Array(env, res.thetas));
         out.Set("losses", toFloat32Array(env, res.losses));
@@ -348,33 +369,14 @@ Napi::Value ModelObject::TrainBlock(const Napi::CallbackInfo& info) {
   r.radius = getNumber(o, "radius");
   r.p = getNumber(o, "p");
   r.q = getNumber(o, "q");
-  r.steps = getInt(o, "steps");
-  r.source = getInt(o, "source");
-  r.target = getInt(o, "target");
-  r.lr = getNumber(o, "lr");
-  r.beta1 = getNumber(o, "beta1");
-  r.beta2 = getNumber(o, "beta2");
-  r.eps = getNumber(o, "eps");
+  r.loop = parseLoop(o);
   r.weightDecay = getNumber(o, "weightDecay");
   r.amsgrad = getBool(o, "amsgrad");
   r.orthogonal = getBool(o, "orthogonal");
-  r.progressEvery = std::max<int64_t>(1, getInt(o, "progressEvery"));
-  r.aborted = abortCheck(o);
-  ProgressChannel progress(env, info[1], "melbo-train-progress");
-  if (progress.active()) {
-    r.progress = [progress](const TrainProgress& p) {
-      progress.report({{"step", static_cast<double>(p.step)}, {"steps", static_cast<double>(p.steps)},
-                       {"meanObjective", p.meanObjective}, {"maxObjective", p.maxObjective}});
-    };
-  }
-  using Result = TrainResult;
-  return PromiseWorker<Result>::Start(
-      env,
-      [model, r, progress]() {
-        ReleaseOnExit guard{progress};
-        return trainBlock(*model, r);
-      },
-      [](Napi::Env env, Result& res) -> Napi::Value {
+  return startLoop<TrainResult>(
+      env, info[1], "melbo-train-progress", {"meanObjective", "maxObjective"}, r,
+      [model](const TrainRequest& request) { return trainBlock(*model, request); },
+      [](Napi::Env env, TrainResult& res) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("thetas", toFloat32Array(env, res.thetas));
         out.Set("objectives", toFloat32Array(env, res.objectives));
@@ -393,7 +395,7 @@ Napi::Value ModelObject::Release(const Napi::CallbackInfo& info) {
   // and keeps reading every block it had; the released tensors are freed when the last job that
   // holds them ends (at once when none runs). The copy shares all other tensors.
   auto next = std::make_shared<Qwen2>(*model);
-  next->releaseBelow(getInt(o, "below", model->firstBlock), getBool(o, "embedding", false));
+  next->releaseBelow(getInt(o, "below"), getBool(o, "embedding"));
   model_ = std::move(next);
   return env.Undefined();
 }
@@ -426,7 +428,7 @@ Napi::Value ModelObject::Info(const Napi::CallbackInfo& info) {
   if (!model->blocks.empty()) {
     const auto& w = model->blocks.front();
     const std::pair<const char*, const torch::Tensor*> named[] = {
-        {"q_proj", &w.q}, {"k_proj", &w.k}, {"v_proj", &w.v}, {"o_proj", &w.o}, {"gate_proj", &w.gate}, {"up_proj", &w.up}, {"down_proj", &w.down}};
+        {"q_proj", &w.qProj}, {"k_proj", &w.kProj}, {"v_proj", &w.vProj}, {"o_proj", &w.oProj}, {"gate_proj", &w.gateProj}, {"up_proj", &w.upProj}, {"down_proj", &w.downProj}};
     uint32_t n = 0;
     for (const auto& [name, t] : named) {
       Napi::Object p = Napi::Object::New(env);

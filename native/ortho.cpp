@@ -1,7 +1,5 @@
 #include "ortho.h"
 
-#include <torch/csrc/autograd/profiler_legacy.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -11,16 +9,15 @@
 
 #include "adam.h"
 #include "slice.h"
+#include "step_profile.h"
 
 namespace melbo {
 
 OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
   const int64_t d = model.cfg.hidden, B = r.rows;
-  if (r.source < 0 || r.source >= r.target || r.target >= model.cfg.layers) {
-    throw std::runtime_error("need 0 <= source < target < " + std::to_string(model.cfg.layers));
-  }
-  model.requireBlocks(r.source + 1, r.target, "the ortho search");
-  if (B < 1 || r.steps < 0) throw std::runtime_error("ortho: rows must be >= 1 and steps >= 0");
+  const LoopSettings& loop = r.loop;
+  model.requireSlice(loop.source, loop.target, "the ortho search");
+  if (B < 1 || loop.steps < 0) throw std::runtime_error("ortho: rows must be >= 1 and steps >= 0");
   if (r.basis.dim() != 2 || (r.basis.size(0) > 0 && r.basis.size(1) != d)) throw std::runtime_error("ortho: basis must be [m, d]");
 
   const auto rope = model.rope(0, r.x.size(0));
@@ -37,27 +34,22 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     // loss is exactly 0 (same inputs, same kernels): a row that starts at theta0 (row 0 always)
     // then takes a true no-op first step, whatever the block size.
     torch::NoGradGuard noGrad;
-    z0 = sliceMean(model, x, seeds, r.source, r.target, rope);
+    z0 = sliceMean(model, x, seeds, loop.source, loop.target, rope);
   }
   auto theta = r.starts.defined() ? model.onDevice(r.starts).clone() : seeds;  // [B, d]
   auto m = torch::zeros_like(theta), v = torch::zeros_like(theta);  // Adam state, one per row
   auto active = torch::ones({B, 1}, on.dtype(torch::kBool));
-  auto steps = torch::full({B}, r.steps, on.dtype(torch::kInt));
-  const double b1 = r.beta1, b2 = r.beta2;
+  auto steps = torch::full({B}, loop.steps, on.dtype(torch::kInt));
+  const double b1 = loop.beta1, b2 = loop.beta2;
 
-  // MELBO_PROFILE=FILE: a per-op trace (chrome://tracing JSON, libtorch's legacy profiler) of
-  // steps 2..T, written when the loop ends. For benchmarks (bench/run.ts reads it); off by default.
-  const char* profilePath = std::getenv("MELBO_PROFILE");
-  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+  StepProfile profile;  // MELBO_PROFILE
   std::vector<torch::Tensor> trace;  // [B] each
 
-  for (int64_t step = 1; step <= r.steps; ++step) {
-    if (r.aborted && r.aborted()) throw Aborted();
-    if (step == 2 && profilePath && *profilePath) {
-      profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(profilePath));
-    }
+  for (int64_t step = 1; step <= loop.steps; ++step) {
+    loop.checkAbort();
+    profile.beforeStep(step);
     auto leaf = theta.detach().requires_grad_(true);
-    auto loss = (sliceMean(model, x, leaf, r.source, r.target, rope) - z0).norm(2, {-1});  // [B]
+    auto loss = (sliceMean(model, x, leaf, loop.source, loop.target, rope) - z0).norm(2, {-1});  // [B]
     loss.sum().backward();
     torch::NoGradGuard noGrad;
     if (r.traceEvery > 0 && (step - 1) % r.traceEvery == 0) trace.push_back(loss.detach().to(torch::kFloat).clone());
@@ -83,19 +75,19 @@ OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& r) {
     // Adam exactly as torch.optim.Adam's single-tensor update (weight_decay 0), per row.
     auto mNext = m * b1 + grad * (1 - b1);
     auto vNext = v.mul(b2).addcmul_(grad, grad, 1 - b2);
-    auto updated = adamUpdate(theta, mNext, vNext, r.lr, b1, b2, r.eps, step);
+    auto updated = adamUpdate(theta, mNext, vNext, loop.lr, b1, b2, loop.eps, step);
     theta = torch::where(active, updated, theta);
     m = torch::where(active, mNext, m);
     v = torch::where(active, vNext, v);
     theta = projectBlock(theta, basis, r.inBlock).to(torch::kFloat);
-    if (r.progress && (step % r.progressEvery == 0 || step == r.steps)) {
+    if (loop.reportsAt(step)) {
       auto l = loss.detach();
-      r.progress(OrthoProgress{step, r.steps, l.mean().item<double>(), l.min().item<double>()});
+      loop.progress(LoopProgress{step, loop.steps, l.mean().item<double>(), l.min().item<double>()});
     }
   }
-  profile.reset();  // writes the trace
+  profile.finish();  // writes the trace
   torch::NoGradGuard noGrad;
-  auto finalLoss = (sliceMean(model, x, theta, r.source, r.target, rope) - z0).norm(2, {-1});
+  auto finalLoss = (sliceMean(model, x, theta, loop.source, loop.target, rope) - z0).norm(2, {-1});
   OrthoResult result{toHost(theta), toHost(finalLoss), toHost(steps), {}};
   if (r.traceEvery > 0) result.trace = trace.empty() ? torch::zeros({0, B}) : toHost(torch::stack(trace));  // [points, B]
   return result;

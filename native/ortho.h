@@ -5,35 +5,26 @@
 #include <cstdint>
 #include <functional>
 
+#include "optimiser_loop.h"
 #include "projection.h"
 #include "qwen2.h"
 
 namespace melbo {
-
-struct OrthoProgress {
-  int64_t step = 0, steps = 0;
-  double meanLoss = 0, minLoss = 0;  // over the block's rows, at the last step
-};
 
 struct OrthoRequest {
   torch::Tensor x;       // [T, d] float32: resid(source) of the unsteered prompt
   torch::Tensor theta0;  // [d] float32: the seed vector (defines the target z0)
   torch::Tensor starts;  // [B, d] float32: each row's start; undefined = theta0 for every row
   torch::Tensor basis;   // [m, d] float64, orthonormal: theta0's direction and all vectors found
+  LoopSettings loop;  // steps, the slice, Adam's settings, abort; progress: mean and min loss
   // Every field below is read from the request (model_object.cpp); the defaults are the TypeScript
   // side's (src/search/defaults.ts), so these zeros are never used.
-  int64_t rows = 0;   // B
-  int64_t steps = 0;  // T
-  int64_t source = 0, target = 0;
-  double lr = 0, beta1 = 0, beta2 = 0, eps = 0;
+  int64_t rows = 0;  // B
   bool projectGradient = false;  // `grad` mode: also project the gradient before the Adam step
   InBlock inBlock = InBlock::GramSchmidt;  // how the rows are made orthogonal to each other
   bool projectGradientInBlock = false;     // project each row's gradient off the block rows that constrain it
   double lossTolerance = 0;  // > 0: a row stops once its loss is at or below this
-  int64_t progressEvery = 1;
   int64_t traceEvery = 0;  // > 0: record every row's loss at steps 1, 1+K, 1+2K, … (before the step)
-  std::function<void(const OrthoProgress&)> progress;  // may be empty
-  std::function<bool()> aborted;                       // may be empty
 };
 
 struct OrthoResult {
@@ -44,10 +35,5 @@ struct OrthoResult {
 };
 
 OrthoResult orthoBlock(const Qwen2& model, const OrthoRequest& request);
-
-// Thrown when request.aborted() says so; the addon turns it into an AbortError.
-struct Aborted : std::runtime_error {
-  Aborted() : std::runtime_error("aborted") {}
-};
 
 }  // namespace melbo

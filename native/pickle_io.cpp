@@ -591,7 +591,7 @@ std::vector<at::Tensor> readTensors(const uint8_t* bytes, size_t size) {
 
   c10::IValue value;
   try {
-    value = torch::jit::readArchiveAndTensors("data", "", "", c10::nullopt, c10::nullopt, at::Device(at::kCPU), reader);
+    value = torch::jit::readArchiveAndTensors("data", "", "", {}, {}, at::Device(at::kCPU), reader);
   } catch (const c10::Error& e) {
     throw Error(std::string("libtorch could not read it: ") + e.what_without_backtrace());
   }

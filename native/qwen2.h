@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "linear.h"
+
 #include <string>
 
 #include <cstdint>
@@ -15,7 +17,7 @@ struct Qwen2Config {
   int64_t intermediate = 0;  // I
   int64_t layers = 0;        // L
   int64_t heads = 0;         // H
-  int64_t kvHeads = 0;       // K (grouped-query attention when K < H)
+  int64_t kvHeads = 0;       // KV (grouped-query attention when KV < H)
   int64_t headDim = 0;       // hd = d / H
   int64_t vocab = 0;         // V
   double rmsEps = 1e-6;
@@ -23,14 +25,16 @@ struct Qwen2Config {
   bool tied = false;
 };
 
+// One decoder block's parameters, named after modeling_qwen2.py's modules (the roles the
+// loader receives them by: src/model/qwen2-layout.ts).
 struct BlockWeights {
-  torch::Tensor inputNorm;           // [d]
-  torch::Tensor q, qBias;            // [H*hd, d], [H*hd]
-  torch::Tensor k, kBias, v, vBias;  // [K*hd, d], [K*hd]
-  torch::Tensor o;                   // [d, H*hd]
-  torch::Tensor postNorm;            // [d]
-  torch::Tensor gate, up;            // [I, d]
-  torch::Tensor down;                // [d, I]
+  torch::Tensor inputLayernorm;                     // [d]
+  torch::Tensor qProj, qProjBias;                   // [H*hd, d], [H*hd]
+  torch::Tensor kProj, kProjBias, vProj, vProjBias; // [KV*hd, d], [KV*hd]
+  torch::Tensor oProj;                              // [d, H*hd]
+  torch::Tensor postAttentionLayernorm;             // [d]
+  torch::Tensor gateProj, upProj;                   // [I, d]
+  torch::Tensor downProj;                           // [d, I]
 };
 
 // RoPE tables for a run of positions, already in the compute dtype.
@@ -40,7 +44,7 @@ struct Rope {
 
 // Keys (after RoPE) and values of every block seen so far, for generation.
 struct KvCache {
-  std::vector<torch::Tensor> keys, values;  // per block: [B, K, past, hd]
+  std::vector<torch::Tensor> keys, values;  // per block: [B, KV, past, hd]
   int64_t length = 0;                       // past positions held
 };
 
@@ -66,14 +70,17 @@ class Qwen2 {
   bool hasBlock(int64_t k) const { return k >= firstBlock && k <= lastBlock; }
   bool hasHead() const { return finalNorm.defined() && lmHead.defined(); }
   void requireBlocks(int64_t from, int64_t to, const char* what) const;
+  // The slice source -> target that `what` runs: 0 <= source < target < layers, and its blocks
+  // source+1..target held. The one native check of a slice (the TS side's is model/checks.ts).
+  void requireSlice(int64_t source, int64_t target, const char* what) const;
 
   // tokens [B, T] int64 -> [B, T, d] in the compute dtype.
   torch::Tensor embedTokens(const torch::Tensor& tokens) const;
   // Tables for positions start .. start+T-1.
   Rope rope(int64_t start, int64_t T) const;
-  // resid(k) from resid(k-1). With a cache, appends this step's keys/values and attends to
-  // everything cached before them (the cache's length is advanced by the caller).
-  torch::Tensor block(int64_t k, const torch::Tensor& h, const Rope& rope, KvCache* cache) const;
+  // resid(layer) from resid(layer-1). With a cache, appends this step's keys/values and attends
+  // to everything cached before them (the cache's length is advanced by the caller).
+  torch::Tensor block(int64_t layer, const torch::Tensor& h, const Rope& rope, KvCache* cache) const;
   // Blocks from..to in order (from > to runs nothing).
   torch::Tensor runBlocks(torch::Tensor h, int64_t from, int64_t to, const Rope& rope) const;
   // Final RMSNorm and lm_head: h [B, T, d] -> logits [B, T, V] in float32.
@@ -88,29 +95,5 @@ inline torch::Tensor toHost(const torch::Tensor& t) { return t.is_cpu() ? t : t.
 
 // RMSNorm as Hugging Face computes it: statistics in float32, scaled back to the input dtype.
 torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
-
-// x [..., in] @ w[out, in]^T (+ b [out]). When w is bf16 and x float32, w is widened to float32
-// in row chunks through a reusable per-thread buffer, and autograd keeps the bf16 weight (not a
-// float32 copy) for the backward pass, so weight memory stays at bf16 size.
-torch::Tensor mixedLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
-
-// Which kernel a product x @ wᵀ takes: the one decision mixedLinear follows, also reported by
-// Model.info() (`melbo info`) so that a user can see what runs on the CPU in front of them.
-enum class ProductPath {
-  Skinny,    // few rows: native/skinny.cpp reads the f32 or bf16 weight in place (AVX2+FMA)
-  Blas,      // same dtype, many rows: torch::linear (OpenBLAS for f32; oneDNN for bf16 with AVX-512)
-  Widened,   // bf16 weight, f32 activations, many rows: weight widened per product, then BLAS
-  Converted  // any other mix (a GPU, or a dtype without a fast path): weight converted, torch::linear
-};
-ProductPath productPath(torch::ScalarType activations, torch::Device device, const torch::Tensor& w, int64_t rows);
-// "skinny-avx2 (bf16 weights)", "blas f32 (OpenBLAS)", "onednn bf16", "cuda bf16", … for info().
-std::string productPathName(ProductPath path, torch::ScalarType activations, torch::Device device, const torch::Tensor& w);
-
-// The activation dtype for weights of dtype `weights` on `device`: bf16 weights compute in bf16
-// on a GPU and on CPUs with a fast bf16 product, in float32 elsewhere. MELBO_BF16_MATMUL=bf16
-// or =f32 overrides the automatic choice for bf16 weights (benchmarks measure both).
-torch::ScalarType chooseActivationDtype(torch::ScalarType weights, torch::Device device);
-// Whether libtorch multiplies bf16 fast on this CPU (oneDNN with AVX-512 BW/VL/DQ on x86-64).
-bool cpuHasFastBf16();
 
 }  // namespace melbo

@@ -69,18 +69,18 @@ inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
-// ---- forward: C[M, N] = A[M, K] · W[N, K]ᵀ, one MR × NR tile of dot products. Each output is
+// ---- forward: C[M, N] = A[M, D] · W[N, D]ᵀ, one MR × NR tile of dot products. Each output is
 // eight lane-wise FMA chains over k (lane = k mod 8) and then the same horizontal sum.
 template <typename T, int MR, int NR>
-inline void dotTile(const float* A, const T* W, float* C, int64_t m, int64_t n, int64_t K, int64_t N) {
+inline void dotTile(const float* A, const T* W, float* C, int64_t m, int64_t n, int64_t D, int64_t N) {
   __m256 acc[MR][NR];
   for (int i = 0; i < MR; i++)
     for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K; k += 8) {
+  for (int64_t k = 0; k < D; k += 8) {
     __m256 w[NR];
-    for (int j = 0; j < NR; j++) w[j] = load8(W + (n + j) * K + k);
+    for (int j = 0; j < NR; j++) w[j] = load8(W + (n + j) * D + k);
     for (int i = 0; i < MR; i++) {
-      const __m256 a = _mm256_loadu_ps(A + (m + i) * K + k);
+      const __m256 a = _mm256_loadu_ps(A + (m + i) * D + k);
       for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(a, w[j], acc[i][j]);
     }
   }
@@ -89,24 +89,24 @@ inline void dotTile(const float* A, const T* W, float* C, int64_t m, int64_t n, 
 }
 
 template <typename T, int NR>
-inline void dotColumns(const float* A, const T* W, float* C, int64_t M, int64_t n, int64_t K, int64_t N) {
+inline void dotColumns(const float* A, const T* W, float* C, int64_t M, int64_t n, int64_t D, int64_t N) {
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4) dotTile<T, 4, NR>(A, W, C, m, n, K, N);
-  for (; m + 2 <= M; m += 2) dotTile<T, 2, NR>(A, W, C, m, n, K, N);
-  for (; m < M; m++) dotTile<T, 1, NR>(A, W, C, m, n, K, N);
+  for (; m + 4 <= M; m += 4) dotTile<T, 4, NR>(A, W, C, m, n, D, N);
+  for (; m + 2 <= M; m += 2) dotTile<T, 2, NR>(A, W, C, m, n, D, N);
+  for (; m < M; m++) dotTile<T, 1, NR>(A, W, C, m, n, D, N);
 }
 
 template <typename T>
-void forwardKernel(const float* A, const T* W, float* C, int64_t M, int64_t N, int64_t K) {
+void forwardKernel(const float* A, const T* W, float* C, int64_t M, int64_t N, int64_t D) {
   constexpr int NR = 3;  // 4 × 3 tile: 12 accumulators, 7 loads per 12 FMAs
   const int64_t tiles = N / NR;
   at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) dotColumns<T, NR>(A, W, C, M, t * NR, K, N);
+    for (int64_t t = begin; t < end; ++t) dotColumns<T, NR>(A, W, C, M, t * NR, D, N);
   });
-  for (int64_t n = tiles * NR; n < N; ++n) dotColumns<T, 1>(A, W, C, M, n, K, N);
+  for (int64_t n = tiles * NR; n < N; ++n) dotColumns<T, 1>(A, W, C, M, n, D, N);
 }
 
-// ---- backward: C[M, K] = G[M, N] · W[N, K]. W is read in chunks of NC rows; each chunk's slice
+// ---- backward: C[M, D] = G[M, N] · W[N, D]. W is read in chunks of NC rows; each chunk's slice
 // of this thread's columns is first copied (widened) into a small panel P[tile][row][16] that
 // stays in cache, then 16-column tiles of C accumulate rows of G (from Gt = Gᵀ [N, M]) times P.
 constexpr int64_t NC = 128;
@@ -173,15 +173,15 @@ inline void panelTile1(const float* g, int64_t M, const float* P, int64_t nlen, 
 #undef MELBO_NN_STORE
 
 template <typename T>
-void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N, int64_t K) {
-  const int64_t tiles = K / 16;
+void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N, int64_t D) {
+  const int64_t tiles = D / 16;
   at::parallel_for(0, tiles, 8, [&](int64_t t0, int64_t t1) {
     std::vector<float> panel(static_cast<size_t>((t1 - t0) * PANEL_STRIDE));
     float* P = panel.data();
     for (int64_t n0 = 0; n0 < N; n0 += NC) {
       const int64_t nlen = std::min(NC, N - n0);
       for (int64_t n = 0; n < nlen; ++n) {  // pack (and widen) this chunk's rows of our columns
-        const T* row = W + (n0 + n) * K;
+        const T* row = W + (n0 + n) * D;
         for (int64_t t = t0; t < t1; ++t) {
           float* dst = P + (t - t0) * PANEL_STRIDE + n * 16;
           _mm256_storeu_ps(dst, load8(row + t * 16));
@@ -193,10 +193,10 @@ void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N,
         const float* Pt = P + (t - t0) * PANEL_STRIDE;
         const int64_t k = t * 16;
         int64_t m = 0;
-        for (; m + 6 <= M; m += 6) panelTile6(Gt + n0 * M + m, M, Pt, nlen, C, m, k, K, first);
-        for (; m + 4 <= M; m += 4) panelTile4(Gt + n0 * M + m, M, Pt, nlen, C, m, k, K, first);
-        for (; m + 2 <= M; m += 2) panelTile2(Gt + n0 * M + m, M, Pt, nlen, C, m, k, K, first);
-        for (; m < M; ++m) panelTile1(Gt + n0 * M + m, M, Pt, nlen, C, m, k, K, first);
+        for (; m + 6 <= M; m += 6) panelTile6(Gt + n0 * M + m, M, Pt, nlen, C, m, k, D, first);
+        for (; m + 4 <= M; m += 4) panelTile4(Gt + n0 * M + m, M, Pt, nlen, C, m, k, D, first);
+        for (; m + 2 <= M; m += 2) panelTile2(Gt + n0 * M + m, M, Pt, nlen, C, m, k, D, first);
+        for (; m < M; ++m) panelTile1(Gt + n0 * M + m, M, Pt, nlen, C, m, k, D, first);
       }
     }
   });
@@ -209,14 +209,14 @@ void backwardKernel(const float* Gt, const T* W, float* C, int64_t M, int64_t N,
 torch::Tensor skinnyForward(const torch::Tensor& xIn, const torch::Tensor& w) {
   if (xIn.scalar_type() == torch::kBFloat16) return skinnyBf16Forward(xIn, w);
   RECORD_FUNCTION("melbo::skinny_mm", std::vector<c10::IValue>());  // named in profiles
-  auto x = xIn.contiguous();  // [M, K]
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  TORCH_CHECK(w.size(1) == K && K % 16 == 0, "skinnyForward: shapes");
+  auto x = xIn.contiguous();  // [M, D]
+  const int64_t M = x.size(0), D = x.size(1), N = w.size(0);
+  TORCH_CHECK(w.size(1) == D && D % 16 == 0, "skinnyForward: shapes");
   auto y = torch::empty({M, N}, x.options());  // [M, N]
   if (w.scalar_type() == torch::kFloat) {
-    forwardKernel<float>(x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), M, N, K);
+    forwardKernel<float>(x.data_ptr<float>(), w.data_ptr<float>(), y.data_ptr<float>(), M, N, D);
   } else {
-    forwardKernel<uint16_t>(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), y.data_ptr<float>(), M, N, K);
+    forwardKernel<uint16_t>(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), y.data_ptr<float>(), M, N, D);
   }
   return y;
 }
@@ -224,14 +224,14 @@ torch::Tensor skinnyForward(const torch::Tensor& xIn, const torch::Tensor& w) {
 torch::Tensor skinnyBackward(const torch::Tensor& gy, const torch::Tensor& w) {
   if (gy.scalar_type() == torch::kBFloat16) return skinnyBf16Backward(gy, w);
   RECORD_FUNCTION("melbo::skinny_mm_backward", std::vector<c10::IValue>());
-  const int64_t M = gy.size(0), N = w.size(0), K = w.size(1);
-  TORCH_CHECK(gy.size(1) == N && K % 16 == 0, "skinnyBackward: shapes");
+  const int64_t M = gy.size(0), N = w.size(0), D = w.size(1);
+  TORCH_CHECK(gy.size(1) == N && D % 16 == 0, "skinnyBackward: shapes");
   auto gt = gy.t().contiguous();  // [N, M]
-  auto gx = torch::empty({M, K}, gy.options());  // [M, K]
+  auto gx = torch::empty({M, D}, gy.options());  // [M, D]
   if (w.scalar_type() == torch::kFloat) {
-    backwardKernel<float>(gt.data_ptr<float>(), w.data_ptr<float>(), gx.data_ptr<float>(), M, N, K);
+    backwardKernel<float>(gt.data_ptr<float>(), w.data_ptr<float>(), gx.data_ptr<float>(), M, N, D);
   } else {
-    backwardKernel<uint16_t>(gt.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), gx.data_ptr<float>(), M, N, K);
+    backwardKernel<uint16_t>(gt.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>()), gx.data_ptr<float>(), M, N, D);
   }
   return gx;
 }

@@ -48,11 +48,7 @@ torch::Tensor sliceMean(const Qwen2& model, const torch::Tensor& x, const torch:
 }
 
 SliceResult orthoLossGrad(const Qwen2& model, const SliceRequest& r) {
-  const auto L = model.cfg.layers;
-  if (r.source < 0 || r.target >= L || r.source >= r.target) {
-    throw std::runtime_error("need 0 <= source < target < " + std::to_string(L) + ", got source " +
-                             std::to_string(r.source) + ", target " + std::to_string(r.target));
-  }
+  model.requireSlice(r.source, r.target, "orthoLossGrad");
   torch::AutoGradMode gradMode(true);
   auto thetas = model.onDevice(r.thetas).clone().requires_grad_(true);
   auto rope = model.rope(0, r.x.size(0));

@@ -10,8 +10,10 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 
 namespace melbo {
 namespace {
@@ -73,25 +75,32 @@ torch::ScalarType fileDtype(const TensorSource& s) {
 
 class TensorLoader {
  public:
-  TensorLoader(const LoadRequest& request) : dtype_(request.dtype), device_(request.device) {
-    for (const auto& t : request.tensors) sources_.emplace(t.name, &t);
+  explicit TensorLoader(const LoadRequest& request) : dtype_(request.dtype), device_(request.device) {
+    for (const auto& t : request.tensors) {
+      if (!sources_.emplace(Slot{t.block, t.role}, &t).second) {
+        throw std::runtime_error("tensor " + t.name + ": role " + t.role + " of block " + std::to_string(t.block) + " was sent twice");
+      }
+    }
   }
 
   // The dtype a tensor has in its file.
-  torch::ScalarType fileType(const std::string& name) const { return fileDtype(source(name)); }
+  torch::ScalarType fileType(int64_t block, const std::string& role) const { return fileDtype(source(block, role)); }
 
-  // `as`: the dtype to build the tensor in (default: the load dtype), on the model's device. On a
-  // GPU the CPU tensor (mapped or converted) goes once copied, and its mapped pages with it.
-  torch::Tensor get(const std::string& name, const std::vector<int64_t>& shape,
-                    c10::optional<torch::ScalarType> as = c10::nullopt) {
-    auto t = onCpu(name, shape, as);
+  // The tensor in `role` of `block` (-1: outside the blocks), checked to have `shape`. `as`: the
+  // dtype to build it in (default: the load dtype), on the model's device. On a GPU the CPU
+  // tensor (mapped or converted) goes once copied, and its mapped pages with it.
+  torch::Tensor get(int64_t block, const std::string& role, const std::vector<int64_t>& shape,
+                    std::optional<torch::ScalarType> as = std::nullopt) {
+    auto t = onCpu(source(block, role), shape, as);
     return device_.is_cpu() ? t : t.to(device_);
   }
 
  private:
-  torch::Tensor onCpu(const std::string& name, const std::vector<int64_t>& shape, c10::optional<torch::ScalarType> as) {
+  using Slot = std::pair<int64_t, std::string>;  // (block, role)
+
+  torch::Tensor onCpu(const TensorSource& s, const std::vector<int64_t>& shape, std::optional<torch::ScalarType> as) {
     const torch::ScalarType want = as.value_or(dtype_);
-    const TensorSource& s = source(name);
+    const std::string& name = s.name;
     if (s.shape != shape) {
       throw std::runtime_error(s.path + ": tensor " + name + " has shape " + shapeText(s.shape) +
                                ", the config implies " + shapeText(shape));
@@ -124,9 +133,11 @@ class TensorLoader {
     return converted;
   }
 
-  const TensorSource& source(const std::string& name) const {
-    auto it = sources_.find(name);
-    if (it == sources_.end()) throw std::runtime_error("checkpoint tensor " + name + " was not provided");
+  const TensorSource& source(int64_t block, const std::string& role) const {
+    auto it = sources_.find(Slot{block, role});
+    if (it == sources_.end()) {
+      throw std::runtime_error("no tensor was sent for " + role + (block >= 0 ? " of block " + std::to_string(block) : ""));
+    }
     return *it->second;
   }
 
@@ -140,7 +151,7 @@ class TensorLoader {
 
   torch::ScalarType dtype_;
   torch::Device device_;
-  std::map<std::string, const TensorSource*> sources_;
+  std::map<Slot, const TensorSource*> sources_;
   std::map<std::string, std::shared_ptr<MappedFile>> files_;
 };
 
@@ -167,35 +178,38 @@ Qwen2 loadQwen2(const LoadRequest& request) {
   // Norm weights and biases are tiny: with float32 activations they are held in float32.
   const torch::ScalarType small = model.act;
   const int64_t d = c.hidden, qd = c.heads * c.headDim, kd = c.kvHeads * c.headDim, I = c.intermediate;
-  for (int64_t k = request.firstBlock; k <= request.lastBlock; ++k) {
-    const std::string p = "model.layers." + std::to_string(k) + ".";
+  for (int64_t layer = request.firstBlock; layer <= request.lastBlock; ++layer) {
+    auto get = [&](const char* role, const std::vector<int64_t>& shape, std::optional<torch::ScalarType> as = std::nullopt) {
+      return loader.get(layer, role, shape, as);
+    };
     BlockWeights w;
-    w.inputNorm = loader.get(p + "input_layernorm.weight", {d}, small);
-    w.q = loader.get(p + "self_attn.q_proj.weight", {qd, d});
-    w.qBias = loader.get(p + "self_attn.q_proj.bias", {qd}, small);
-    w.k = loader.get(p + "self_attn.k_proj.weight", {kd, d});
-    w.kBias = loader.get(p + "self_attn.k_proj.bias", {kd}, small);
-    w.v = loader.get(p + "self_attn.v_proj.weight", {kd, d});
-    w.vBias = loader.get(p + "self_attn.v_proj.bias", {kd}, small);
-    w.o = loader.get(p + "self_attn.o_proj.weight", {d, qd});
-    w.postNorm = loader.get(p + "post_attention_layernorm.weight", {d}, small);
-    w.gate = loader.get(p + "mlp.gate_proj.weight", {I, d});
-    w.up = loader.get(p + "mlp.up_proj.weight", {I, d});
-    w.down = loader.get(p + "mlp.down_proj.weight", {d, I});
+    w.inputLayernorm = get("inputLayernorm", {d}, small);
+    w.qProj = get("qProj", {qd, d});
+    w.qProjBias = get("qProjBias", {qd}, small);
+    w.kProj = get("kProj", {kd, d});
+    w.kProjBias = get("kProjBias", {kd}, small);
+    w.vProj = get("vProj", {kd, d});
+    w.vProjBias = get("vProjBias", {kd}, small);
+    w.oProj = get("oProj", {d, qd});
+    w.postAttentionLayernorm = get("postAttentionLayernorm", {d}, small);
+    w.gateProj = get("gateProj", {I, d});
+    w.upProj = get("upProj", {I, d});
+    w.downProj = get("downProj", {d, I});
     model.blocks.push_back(std::move(w));
   }
+  constexpr int64_t kOutside = -1;  // the block index of the tensors outside the blocks
   if (request.embedding || (request.head && c.tied)) {
     // Only the prompt's rows of the embedding are read: unless it doubles as the lm_head, it stays
     // in the file's dtype (zero-copy, mapped pages only for the rows used) and embedTokens widens
     // the rows it looks up (exactly: bf16/f16 -> f32 is exact). Converting it would cost
     // vocab × d × 4 bytes (1.2 GB for Qwen1.5-1.8B) for nothing.
     const bool tiedHead = request.head && c.tied;
-    model.embed = tiedHead ? loader.get("model.embed_tokens.weight", {c.vocab, d})
-                           : loader.get("model.embed_tokens.weight", {c.vocab, d}, loader.fileType("model.embed_tokens.weight"));
+    model.embed = tiedHead ? loader.get(kOutside, "embedTokens", {c.vocab, d})
+                           : loader.get(kOutside, "embedTokens", {c.vocab, d}, loader.fileType(kOutside, "embedTokens"));
   }
   if (request.head) {
-    model.finalNorm = loader.get("model.norm.weight", {d}, small);
-    model.lmHead = c.tied ? model.embed : loader.get("lm_head.weight", {c.vocab, d});
+    model.finalNorm = loader.get(kOutside, "norm", {d}, small);
+    model.lmHead = c.tied ? model.embed : loader.get(kOutside, "lmHead", {c.vocab, d});
   }
   if (!request.embedding) model.embed = torch::Tensor();
   return model;

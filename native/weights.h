@@ -7,9 +7,13 @@
 
 namespace melbo {
 
-// One tensor's location, already validated by the TypeScript layer (re-checked here).
+// One tensor's location, already validated by the TypeScript layer (re-checked here). The
+// checkpoint layout (names, which shape each has) lives in src/model/qwen2-layout.ts: this side
+// receives each tensor by its role (a BlockWeights field, or embedTokens / norm / lmHead).
 struct TensorSource {
-  std::string name;
+  std::string name;  // the checkpoint's name, for messages only
+  std::string role;  // "qProj", "inputLayernorm", … ; "embedTokens", "norm", "lmHead"
+  int64_t block = -1;  // the decoder block, -1 for the tensors outside the blocks
   std::string path;
   std::string dtype;  // "F32" | "F16" | "BF16"
   std::vector<int64_t> shape;
@@ -28,8 +32,8 @@ struct LoadRequest {
 };
 
 // Maps the files, builds tensors in the compute dtype (zero-copy where the dtype already
-// matches and the data is aligned), and checks that every needed tensor is present with the
-// shape the config implies.
+// matches and the data is aligned), and checks that every role the computation needs was sent,
+// with the shape qwen2.cpp's maths needs for it.
 Qwen2 loadQwen2(const LoadRequest& request);
 
 }  // namespace melbo

@@ -13,8 +13,11 @@ export type ComputeDtype = "f32" | "bf16";
 /** How the rows of an ortho block are made orthogonal to each other (native/projection.h). */
 export type InBlockOrthogonalisation = "gram-schmidt" | "first-then-symmetric" | "symmetric";
 
+/** One checkpoint tensor, named for the native side by its role (qwen2-layout.ts) and block (-1: outside the blocks). */
 export interface NativeTensorSource {
-  name: string;
+  name: string; // the checkpoint's name, for messages only
+  role: string;
+  block: number;
   path: string;
   dtype: string;
   shape: number[];

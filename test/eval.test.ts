@@ -82,7 +82,7 @@ describe("eval on a model", () => {
     work = await tempDir("melbo-eval-");
     runDir = join(work, "ortho");
     theta0 = new Rng(5, "eval-theta0").fillNormal(new Float32Array(model.hidden), 0.5);
-    for await (const e of ortho(model, { tokens, theta0, count: 4, block: 2, steps: 30, source: S, target: T, projection: "grad", out: runDir, metadata: { prompt: PROMPT } })) void e;
+    await ortho(model, { tokens, theta0, count: 4, block: 2, steps: 30, source: S, target: T, projection: "grad", out: runDir, metadata: { prompt: PROMPT } });
     const vec = await readVectorRows(join(runDir, "vectors.safetensors"), model.hidden);
     base = {
       vectors: vec.data, rows: vec.rows, file: vec.file, fileRows: vec.fileRows, kind: "ortho",

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { MelboError } from "../src/errors.js";
-import { expectedTensorShapes } from "../src/model/checkpoint.js";
+import { expectedTensorShapes } from "../src/model/qwen2-layout.js";
 import { CONFIG_LIMITS, parseConfig, parseConfigText } from "../src/model/config.js";
 import { ALL_DTYPES, DTYPE_SIZE, WEIGHT_DTYPES, parseSafetensorsHeader, type SafetensorsHeader } from "../src/model/safetensors.js";
 import type { Qwen2Config, SafetensorsDtype } from "../src/model/types.js";

@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { loadModel, MelboError, type Model } from "../src/index.js";
 import type { NativeModel } from "../src/native.js";
-import { ortho, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
+import { ortho, type OrthoResult, type OrthoOptions } from "../src/search/ortho.js";
 import { train, type TrainOptions, type TrainResult } from "../src/search/train.js";
 import { Rng } from "../src/util/rng.js";
 import { testModel } from "./helpers/models.js";
@@ -22,13 +22,10 @@ const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
 const S = 1, T = 3;
 const SANITIZED = process.env["MELBO_SANITIZE"] === "1";
 
-type Done = Extract<OrthoEvent, { type: "done" }>;
+type Done = OrthoResult;
 
 async function runOrtho(model: Model, o: OrthoOptions): Promise<Done> {
-  let done: Done | undefined;
-  for await (const e of ortho(model, o)) if (e.type === "done") done = e;
-  assert.ok(done, "the search ended without a done event");
-  return done;
+  return ortho(model, o);
 }
 
 /** Bit-for-bit equality of two float arrays (NaN payloads and signed zeros included). */

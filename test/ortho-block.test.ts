@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { loadModel, type Model } from "../src/index.js";
 import { OrthonormalBasis, norm, row } from "../src/search/basis.js";
-import { ortho, orthoInputs, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
+import { ortho, orthoInputs, type OrthoResult, type OrthoOptions } from "../src/search/ortho.js";
 import { train } from "../src/search/train.js";
 import { Rng } from "../src/util/rng.js";
 import { bruteMaxAbsCos, maxRelDiff } from "./helpers/compare.js";
@@ -18,13 +18,10 @@ import { PINNED_ENV, REFERENCE_FILE, REFERENCE_SCRIPT, type B1Record } from "./h
 import { referenceOrthoBlock, type InBlockMode, type ReferenceVariant } from "./helpers/ortho-block-reference.js";
 import { testModel } from "./helpers/models.js";
 
-type Done = Extract<OrthoEvent, { type: "done" }>;
+type Done = OrthoResult;
 
 async function search(model: Model, o: OrthoOptions): Promise<Done> {
-  let done: Done | undefined;
-  for await (const e of ortho(model, o)) if (e.type === "done") done = e;
-  assert.ok(done, "the search ended without a done event");
-  return done;
+  return ortho(model, o);
 }
 
 const LEGACY = { blockStart: "theta0", inBlock: "gram-schmidt", gradientInBlock: false } as const;

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { loadModel, MelboError, type Model } from "../src/index.js";
 import { OrthonormalBasis, norm } from "../src/search/basis.js";
-import { LEGACY_BLOCK_MODE, ortho, orthoInputs, type OrthoEvent, type OrthoOptions } from "../src/search/ortho.js";
+import { LEGACY_BLOCK_MODE, ortho, orthoInputs, type OrthoOptions, type OrthoResult } from "../src/search/ortho.js";
 import { Rng } from "../src/util/rng.js";
 import { bruteMaxAbsCos } from "./helpers/compare.js";
 import { tempDir } from "./helpers/errors.js";
@@ -16,17 +16,12 @@ import { testModel } from "./helpers/models.js";
 const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
 const S = 1, T = 3;
 
-async function run(model: Model, o: OrthoOptions): Promise<{ vectors: Float32Array[]; done: Extract<OrthoEvent, { type: "done" }>; events: OrthoEvent[] }> {
+/** A search's result, with the vectors its onVector reported and how many rows onDropped did. */
+async function run(model: Model, o: OrthoOptions): Promise<{ vectors: Float32Array[]; done: OrthoResult; dropped: number }> {
   const vectors: Float32Array[] = [];
-  const events: OrthoEvent[] = [];
-  let done: Extract<OrthoEvent, { type: "done" }> | undefined;
-  for await (const e of ortho(model, o)) {
-    events.push(e);
-    if (e.type === "vector") vectors.push(e.theta);
-    if (e.type === "done") done = e;
-  }
-  assert.ok(done, "the search ended without a done event");
-  return { vectors, done, events };
+  let dropped = 0;
+  const done = await ortho(model, { ...o, onVector: (_, theta) => vectors.push(theta), onDropped: () => dropped++ });
+  return { vectors, done, dropped };
 }
 
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -127,15 +122,13 @@ describe("MELBO-ortho", () => {
   it("fills the space without losing orthogonality when the norm rule is off", async () => {
     const result = await run(model, { ...base(), count: 200, block: 16, steps: 20, minNorm: 0 });
     assert.ok(["dimension", "vanished"].includes(result.done.reason), result.done.reason);
-    const dropped = result.events.filter((e) => e.type === "dropped").length;
-    assert.equal(result.done.dropped, dropped, "dropped rows: the summary against the events");
+    assert.equal(result.done.dropped, result.dropped, "dropped rows: the summary against the callbacks");
     assert.equal(result.done.log.length, result.done.found, "one log line per vector found");
     assert.equal(result.done.vectors.length / model.hidden, result.done.found + 1, "θ0 and every vector found");
-    const found = result.events.filter((e) => e.type === "vector").length;
-    assert.equal(found, result.done.found, "one vector event per vector found");
+    assert.equal(result.vectors.length, result.done.found, "one onVector call per vector found");
     // "dimension": the basis spans every direction; "vanished": a whole block was dropped.
     if (result.done.reason === "dimension") assert.equal(result.done.found + 1, model.hidden);
-    else assert.ok(dropped >= 1);
+    else assert.ok(result.dropped >= 1);
     assert.ok(result.done.maxAbsCos <= 1e-6, `max |cos| ${result.done.maxAbsCos} over ${result.done.found + 1} vectors`);
   });
 
@@ -175,17 +168,22 @@ describe("MELBO-ortho", () => {
     let stepMs = 0, abortedAt = 0, abortStep = 0, rejectedAt = 0, lastStep = 0;
     await assert.rejects(async () => {
       try {
-        for await (const e of ortho(model, { ...o, count: 40, signal: controller.signal, progressEvery: 1 })) {
+        await ortho(model, {
+          ...o, count: 40, signal: controller.signal, progressEvery: 1,
           // `seconds` is the first block's wall time per row: block time / steps ≥ one step.
-          if (e.type === "vector" && stepMs === 0) stepMs = (e.seconds * block * 1000) / steps;
-          if (e.type !== "progress" || e.found !== block) continue;
-          lastStep = e.step;
-          if (abortedAt === 0 && e.step >= 3) {
-            abortStep = e.step;
-            abortedAt = performance.now();
-            controller.abort();
-          }
-        }
+          onVector: (line) => {
+            if (stepMs === 0) stepMs = (line.seconds * block * 1000) / steps;
+          },
+          onProgress: (p) => {
+            if (p.finished !== block) return;
+            lastStep = p.step;
+            if (abortedAt === 0 && p.step >= 3) {
+              abortStep = p.step;
+              abortedAt = performance.now();
+              controller.abort();
+            }
+          },
+        });
       } finally {
         rejectedAt = performance.now();
       }

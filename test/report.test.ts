@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { randomBaseline, relLossStats } from "../src/eval/ortho-report.js";
 import { loadModel, type Model } from "../src/index.js";
 import { maxAbsCosine } from "../src/search/basis.js";
-import { ortho, orthoInputs, type OrthoEvent } from "../src/search/ortho.js";
+import { ortho, orthoInputs } from "../src/search/ortho.js";
 import { Rng } from "../src/util/rng.js";
 import { testModel } from "./helpers/models.js";
 
@@ -95,13 +95,9 @@ describe("relative loss r and the random baseline", () => {
   });
 
   it("a search's r per vector equals ‖z(θ) − z0‖ / ‖z0 − z(0)‖ from steered forwards", async () => {
-    let done: Extract<OrthoEvent, { type: "done" }> | undefined;
-    let denominator = NaN;
-    for await (const e of ortho(model, { tokens, theta0, count: 3, block: 3, steps: 30, source: S, target: T, projection: "grad", minNorm: 0 })) {
-      if (e.type === "start") denominator = e.denominator;
-      if (e.type === "done") done = e;
-    }
-    assert.ok(done && done.log.length === 3);
+    const done = await ortho(model, { tokens, theta0, count: 3, block: 3, steps: 30, source: S, target: T, projection: "grad", minNorm: 0 });
+    const denominator = done.inputs.denominator;
+    assert.ok(done.log.length === 3);
     const [zTheta0, zZero, ...found] = await zOf(Float32Array.from([...theta0, ...new Float32Array(d), ...done.vectors.subarray(d)]));
     const den = dist(zTheta0!, zZero!);
     assert.ok(Math.abs(denominator - den) <= 1e-6 * den);

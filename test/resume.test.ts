@@ -18,7 +18,7 @@ const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
 const S = 1, T = 3;
 
 async function runOrtho(model: Model, o: OrthoOptions): Promise<void> {
-  for await (const e of ortho(model, o)) void e;
+  await ortho(model, o);
 }
 
 async function rejects(run: () => Promise<unknown>, pattern: RegExp): Promise<void> {

@@ -197,10 +197,7 @@ describe("MELBO training", () => {
 
     const theta0 = await readVectorRef(`${join(out, "vectors.safetensors")}:1`, d);
     assert.deepEqual([...theta0.data], [...r.vectors.subarray(d, 2 * d)]);
-    let found = 0;
-    for await (const e of ortho(model, { tokens: prompts[0]!, theta0: theta0.data, count: 1, source: S, target: T, steps: 5 })) {
-      if (e.type === "done") found = e.found;
-    }
+    const { found } = await ortho(model, { tokens: prompts[0]!, theta0: theta0.data, count: 1, source: S, target: T, steps: 5 });
     assert.equal(found, 1);
   });
 

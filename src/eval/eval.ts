@@ -21,6 +21,7 @@ import type { ModelFingerprint } from "../model/fingerprint.js";
 import type { Model } from "../model/model.js";
 import { norm } from "../search/basis.js";
 import { orthoInputs } from "../search/ortho.js";
+import { etaSeconds, type JobProgress } from "../search/progress.js";
 import { checkSameModel, settingDifference } from "../search/resume-check.js";
 import { rowSeed } from "../util/rng.js";
 import { MELBO_VERSION } from "../version.js";
@@ -58,7 +59,12 @@ export interface EvaluateOptions {
   /** Continue the eval saved in `out` (its settings, model and vectors must match). */
   resume?: boolean;
   signal?: AbortSignal;
-  onProgress?: (p: { done: number; total: number; entry: string }) => void;
+  onProgress?: (p: EvalProgress) => void;
+}
+
+/** Progress of an eval (search/progress.ts): `done` of `total` entries, and the one being generated. */
+export interface EvalProgress extends JobProgress {
+  entry: string;
 }
 
 /** One thing eval steers with: what it adds (null: nothing) and how it is named. */
@@ -252,6 +258,9 @@ export async function evaluate(model: Model, o: EvaluateOptions): Promise<EvalFi
   for (let i = firstBatched; i < specs.length; i += settings.batch) chunks.push(specs.slice(i, i + settings.batch));
 
   let done = 0;
+  const resumedFrom = doc.entries.length;
+  const runStarted = performance.now();
+  const progress = (at: number, entry: string) => o.onProgress?.({ done: at, total: specs.length, etaSeconds: etaSeconds(at, specs.length, resumedFrom, runStarted), entry });
   for (const chunk of chunks) {
     if (done + chunk.length <= doc.entries.length) {
       done += chunk.length;
@@ -265,7 +274,7 @@ export async function evaluate(model: Model, o: EvaluateOptions): Promise<EvalFi
     const steer = vectors ? { vectors, at: o.at, scales: chunk.map((s) => s.scale) } : {};
     const perPrompt: PromptResult[][] = chunk.map(() => []);
     for (const [pi, p] of o.prompts.entries()) {
-      o.onProgress?.({ done: done + (pi / o.prompts.length) * chunk.length, total: specs.length, entry: chunk[0]!.id });
+      progress(done + (pi / o.prompts.length) * chunk.length, chunk[0]!.id);
       const greedy = await model.generate(p.tokens, { ...steer, maxNewTokens, firstLogits: true });
       const sampled: Int32Array[][] = [];
       for (let j = 0; j < samples; j++) {
@@ -327,7 +336,7 @@ export async function evaluate(model: Model, o: EvaluateOptions): Promise<EvalFi
       doc.entries.push(entry);
     });
     done += chunk.length;
-    o.onProgress?.({ done, total: specs.length, entry: chunk[chunk.length - 1]!.id });
+    progress(done, chunk[chunk.length - 1]!.id);
     await save();
   }
 

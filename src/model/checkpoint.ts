@@ -1,6 +1,7 @@
 // Opens a Hugging Face Qwen2 checkpoint directory: validates config.json, every safetensors
 // header (single file or shards), and that every tensor the config implies exists with the
-// right shape. The native loader then trusts names, shapes, dtypes and offsets it is given.
+// right shape (the layout is qwen2-layout.ts). The native loader then trusts the files, shapes,
+// dtypes and offsets it is given.
 
 import { stat } from "node:fs/promises";
 import { join, relative, resolve, isAbsolute } from "node:path";
@@ -8,59 +9,11 @@ import { MelboError } from "../errors.js";
 import { checkRegularFile, readConfig } from "./config.js";
 import { isJsonObject, readJsonObject } from "../util/json.js";
 import { readSafetensorsHeader } from "./safetensors.js";
-import type { Checkpoint, Qwen2Config, TensorEntry } from "./types.js";
+import { expectedTensorShapes } from "./qwen2-layout.js";
+import type { Checkpoint, TensorEntry } from "./types.js";
 
 export const SINGLE_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
-
-/** The parameter names of decoder block `layer`, in the Hugging Face Qwen2 layout. */
-export function blockTensorNames(layer: number): string[] {
-  const p = `model.layers.${layer}.`;
-  return [
-    `${p}input_layernorm.weight`,
-    `${p}self_attn.q_proj.weight`,
-    `${p}self_attn.q_proj.bias`,
-    `${p}self_attn.k_proj.weight`,
-    `${p}self_attn.k_proj.bias`,
-    `${p}self_attn.v_proj.weight`,
-    `${p}self_attn.v_proj.bias`,
-    `${p}self_attn.o_proj.weight`,
-    `${p}post_attention_layernorm.weight`,
-    `${p}mlp.gate_proj.weight`,
-    `${p}mlp.up_proj.weight`,
-    `${p}mlp.down_proj.weight`,
-  ];
-}
-
-/** Every tensor the config requires, with its shape ([out, in] for Linear weights, as in torch). */
-export function expectedTensorShapes(config: Qwen2Config): Map<string, number[]> {
-  const d = config.hiddenSize;
-  const q = config.numHeads * config.headDim; // == d for Qwen2
-  const kv = config.numKvHeads * config.headDim;
-  const inter = config.intermediateSize;
-  const m = new Map<string, number[]>();
-  m.set("model.embed_tokens.weight", [config.vocabSize, d]);
-  for (let i = 0; i < config.numLayers; i++) {
-    const [ln1, qw, qb, kw, kb, vw, vb, ow, ln2, gate, up, down] = blockTensorNames(i) as [
-      string, string, string, string, string, string, string, string, string, string, string, string,
-    ];
-    m.set(ln1, [d]);
-    m.set(qw, [q, d]);
-    m.set(qb, [q]);
-    m.set(kw, [kv, d]);
-    m.set(kb, [kv]);
-    m.set(vw, [kv, d]);
-    m.set(vb, [kv]);
-    m.set(ow, [d, q]);
-    m.set(ln2, [d]);
-    m.set(gate, [inter, d]);
-    m.set(up, [inter, d]);
-    m.set(down, [d, inter]);
-  }
-  m.set("model.norm.weight", [d]);
-  if (!config.tieWordEmbeddings) m.set("lm_head.weight", [config.vocabSize, d]);
-  return m;
-}
 
 async function exists(path: string): Promise<boolean> {
   try {

@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto";
 import { open, type FileHandle } from "node:fs/promises";
 import { MelboError, describeError } from "../errors.js";
-import { blockTensorNames } from "./checkpoint.js";
+import { EMBED_TOKENS, blockTensorNames } from "./qwen2-layout.js";
 import type { Checkpoint, Qwen2Config } from "./types.js";
 
 const SAMPLES = 8;
@@ -28,7 +28,7 @@ export interface ModelFingerprint {
 
 /** The tensors a search on blocks 0..lastBlock reads: the embedding and those blocks. */
 function tensorNames(lastBlock: number): string[] {
-  const names = ["model.embed_tokens.weight"];
+  const names = [EMBED_TOKENS];
   for (let k = 0; k <= lastBlock; k++) names.push(...blockTensorNames(k));
   return names;
 }

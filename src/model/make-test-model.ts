@@ -7,7 +7,8 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { MelboError } from "../errors.js";
 import { Rng } from "../util/rng.js";
-import { SINGLE_FILE, expectedTensorShapes } from "./checkpoint.js";
+import { SINGLE_FILE } from "./checkpoint.js";
+import { expectedTensorShapes } from "./qwen2-layout.js";
 import { parseConfig } from "./config.js";
 import { writeSafetensors, type TensorToWrite } from "./safetensors.js";
 

@@ -2,8 +2,9 @@
 // the JS side so the user gets a MelboError naming the problem, never a native crash.
 
 import { MelboError } from "../errors.js";
-import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeLoopFields, type NativeModel } from "../native.js";
-import { blockTensorNames, readCheckpoint } from "./checkpoint.js";
+import { native, type ComputeDtype, type Device, type InBlockOrthogonalisation, type NativeAbortFlag, type NativeLoopFields, type NativeModel, type NativeTensorSource } from "../native.js";
+import { readCheckpoint } from "./checkpoint.js";
+import { layoutSlots, type LayoutPart } from "./qwen2-layout.js";
 import { checkBlock, checkFinite, checkSlice } from "./checks.js";
 import { modelFingerprint, type ModelFingerprint } from "./fingerprint.js";
 import { loadTokenizer, type PromptOptions, type TextCodec } from "./tokenizer.js";
@@ -228,18 +229,7 @@ export class Model {
     }
     const embedding = options.embedding ?? from === 0;
     const head = options.head ?? to === c.numLayers - 1;
-    const names = new Set<string>();
-    for (let k = from; k <= to; k++) for (const n of blockTensorNames(k)) names.add(n);
-    if (embedding || (head && c.tieWordEmbeddings)) names.add("model.embed_tokens.weight");
-    if (head) {
-      names.add("model.norm.weight");
-      if (!c.tieWordEmbeddings) names.add("lm_head.weight");
-    }
-    const tensors = [...names].map((name) => {
-      const e = checkpoint.tensors.get(name);
-      if (e === undefined) throw new MelboError(`missing tensor "${name}"`, { file: checkpoint.dir });
-      return { name, path: e.path, dtype: e.dtype, shape: e.shape, offset: e.offset, nbytes: e.nbytes };
-    });
+    const tensors = tensorSources(checkpoint, { from, to, embedding, head });
     const handle = await native().loadModel({
       config: c,
       dtype: options.dtype ?? "f32",
@@ -533,6 +523,18 @@ export class Model {
     }
     checkFinite(vectors, "steering vectors");
   }
+}
+
+/**
+ * The checkpoint's tensors for a load of `part`, each named by its role: the native loader knows
+ * no checkpoint names (the layout is qwen2-layout.ts).
+ */
+export function tensorSources(checkpoint: Checkpoint, part: LayoutPart): NativeTensorSource[] {
+  return layoutSlots(checkpoint.config, part).map(({ name, role, block }) => {
+    const e = checkpoint.tensors.get(name);
+    if (e === undefined) throw new MelboError(`missing tensor "${name}"`, { file: checkpoint.dir });
+    return { name, role, block, path: e.path, dtype: e.dtype, shape: e.shape, offset: e.offset, nbytes: e.nbytes };
+  });
 }
 
 export function loadModel(dir: string, options: LoadOptions = {}): Promise<Model> {

@@ -11,6 +11,7 @@ import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm, row } from "./basis.js";
 import { readOrthoRun, writeOrthoRun, type RunState, type VectorLogLine } from "./ortho-files.js";
 import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
+import { searchProgress, type SearchProgress } from "./progress.js";
 import { readTrace, writeTrace, type TraceLine } from "./trace-file.js";
 
 export type Projection = "post" | "grad";
@@ -66,6 +67,13 @@ export interface OrthoOptions {
   progressEvery?: number;
   /** > 0 (with `out`): write each vector's r every this many steps to OUT/trace.jsonl (default 0: off). */
   traceEvery?: number;
+  /** Called once before the search starts with the number of vectors taken from a saved run (0 when none). */
+  onResume?: (found: number) => void;
+  onProgress?: (p: OrthoProgress) => void;
+  /** Each vector as it is accepted (after its block, before the block's checkpoint is written). */
+  onVector?: (line: VectorLogLine, theta: Float32Array) => void;
+  /** A row that vanished in the in-block orthogonalisation (its norm after it). */
+  onDropped?: (norm: number) => void;
 }
 
 /** Everything that decides the numbers, saved with the run and checked on resume. */
@@ -91,13 +99,27 @@ export interface OrthoSettings {
   dtype: string;
 }
 
-export type OrthoEvent =
-  | { type: "start"; resumedFrom: number; count: number; d: number; denominator: number; x: Float32Array; z0: Float32Array }
-  | { type: "progress"; found: number; count: number; blockRows: number; step: number; steps: number; meanLoss: number; minLoss: number; vectorStepsPerSecond: number; etaSeconds: number }
-  | ({ type: "vector" } & VectorLogLine & { theta: Float32Array })
-  | { type: "dropped"; norm: number }
-  | { type: "checkpoint"; found: number }
-  | { type: "done"; reason: StopReason; found: number; dropped: number; maxAbsCos: number; vectors: Float32Array; log: VectorLogLine[] };
+/** Progress of a block's step loop (progress.ts), with the block's losses at the last step. */
+export interface OrthoProgress extends SearchProgress {
+  meanLoss: number;
+  minLoss: number;
+}
+
+/** What a finished search returns. */
+export interface OrthoResult {
+  reason: StopReason;
+  /** Vectors found (after θ0), `dropped`: rows that vanished. */
+  found: number;
+  dropped: number;
+  maxAbsCos: number;
+  /** [(found + 1) × d]: row 0 is θ0. */
+  vectors: Float32Array;
+  log: VectorLogLine[];
+  /** Vectors taken from a saved run. */
+  resumedFrom: number;
+  /** The slice's inputs: resid(source) [T × d], z0 = mean resid(target) under θ0 [d], and r's denominator ‖z0 − z(0)‖. */
+  inputs: { x: Float32Array; z0: Float32Array; denominator: number };
+}
 
 /**
  * count: N found; norm: `patience` consecutive vectors below minNorm; dimension: the basis spans
@@ -232,10 +254,10 @@ export async function orthoInputs(
 
 /**
  * Runs MELBO-ortho. `model` must hold blocks 0..target (it is not modified unless
- * releaseEarlyBlocks is set). Yields progress,
- * each vector as it is accepted, and a final "done" event with all vectors (row 0 = θ0).
+ * releaseEarlyBlocks is set). Reports progress and each vector through the options' callbacks
+ * (progress.ts) and resolves with all vectors (row 0 = θ0).
  */
-export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerator<OrthoEvent, void, undefined> {
+export async function ortho(model: Model, options: OrthoOptions): Promise<OrthoResult> {
   const tokens = options.tokens ?? (options.prompt !== undefined ? model.promptTokens(options.prompt) : undefined);
   if (tokens === undefined || tokens.length === 0) throw new MelboError("ortho needs a prompt: give `tokens` or `prompt`");
   const settings = settingsOf(model, options, tokens);
@@ -277,7 +299,10 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
   for (const v of vectors) basis.add(v);
 
   if (options.releaseEarlyBlocks) model.release(settings.source + 1, true);
-  yield { type: "start", resumedFrom: state.found, count: options.count, d, denominator, x, z0 };
+  const resumedFrom = state.found;
+  options.onResume?.(resumedFrom);
+  const started = performance.now();
+  const onProgress = options.onProgress;
   const flat = () => {
     const out = new Float32Array(vectors.length * d);
     vectors.forEach((v, r) => out.set(v, r * d));
@@ -297,75 +322,55 @@ export async function* ortho(model: Model, options: OrthoOptions): AsyncGenerato
     if (stop !== null) break;
     const rows = Math.min(settings.block, options.count - state.found, d - basis.size);
     const starts = blockStarts(options.theta0, basis, rows, state.found + 1, settings);
-    const started = performance.now();
-    const queue: OrthoEvent[] = [];
-    let wake: (() => void) | null = null;
-    let outcome: { ok: true; value: Awaited<ReturnType<Model["orthoBlock"]>> } | { ok: false; error: unknown } | null = null;
-    model
-      .orthoBlock(
-        {
-          x, theta0: options.theta0, basis: basis.rows().slice(), rows, steps: settings.steps,
-          source: settings.source, target: settings.target, lr: settings.lr, betas: settings.betas, eps: settings.eps,
-          projection: settings.projection, lossTolerance: settings.lossTolerance, inBlock: settings.inBlock,
-          gradientInBlock: settings.gradientInBlock,
-          ...(starts ? { starts } : {}),
-          progressEvery: options.progressEvery,
-          ...(traceEvery > 0 ? { traceEvery } : {}),
-          ...(options.signal ? { signal: options.signal } : {}),
-        },
-        (p) => {
-          const seconds = (performance.now() - started) / 1000;
-          const rate = (p.step * rows) / Math.max(seconds, 1e-9);
-          const left = (options.count - state.found) * settings.steps - p.step * rows;
-          queue.push({ type: "progress", found: state.found, count: options.count, blockRows: rows, ...p, vectorStepsPerSecond: rate, etaSeconds: left / rate });
-          wake?.();
-        },
-      )
-      .then((value) => (outcome = { ok: true, value }), (error: unknown) => (outcome = { ok: false, error }))
-      .finally(() => wake?.());
-    while (outcome === null || queue.length > 0) {
-      const next = queue.shift();
-      if (next) {
-        yield next;
-        continue;
-      }
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        if (outcome !== null || queue.length > 0) resolve();
-      });
-      wake = null;
-    }
-    const result = outcome as { ok: true; value: Awaited<ReturnType<Model["orthoBlock"]>> } | { ok: false; error: unknown };
-    if (!result.ok) throw result.error;
-    const seconds = (performance.now() - started) / 1000 / rows;
+    const blockStarted = performance.now();
+    const result = await model.orthoBlock(
+      {
+        x, theta0: options.theta0, basis: basis.rows().slice(), rows, steps: settings.steps,
+        source: settings.source, target: settings.target, lr: settings.lr, betas: settings.betas, eps: settings.eps,
+        projection: settings.projection, lossTolerance: settings.lossTolerance, inBlock: settings.inBlock,
+        gradientInBlock: settings.gradientInBlock,
+        ...(starts ? { starts } : {}),
+        progressEvery: options.progressEvery,
+        ...(traceEvery > 0 ? { traceEvery } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      onProgress &&
+        ((p) => {
+          const at = searchProgress({ finished: state.found, rows, step: p.step, steps: p.steps }, { total: options.count, resumedFrom, started });
+          onProgress({ ...at, meanLoss: p.meanLoss, minLoss: p.minLoss });
+        }),
+    );
+    const seconds = (performance.now() - blockStarted) / 1000 / rows;
     const foundBefore = state.found;
     for (let r = 0; r < rows; r++) {
-      const theta = result.value.thetas.slice(r * d, (r + 1) * d);
+      const theta = result.thetas.slice(r * d, (r + 1) * d);
       const n = norm(theta);
       state.consecutiveSmall = n < settings.minNorm ? state.consecutiveSmall + 1 : 0;
       if (n < settings.dropNorm || !basis.add(theta)) {
         state.dropped++;
-        yield { type: "dropped", norm: n };
+        options.onDropped?.(n);
         continue;
       }
       state.found++;
       vectors.push(theta);
-      const loss = result.value.losses[r]!;
-      const line: VectorLogLine = { index: state.found, loss, relLoss: loss / denominator, norm: n, steps: result.value.steps[r]!, seconds };
+      const loss = result.losses[r]!;
+      const line: VectorLogLine = { index: state.found, loss, relLoss: loss / denominator, norm: n, steps: result.steps[r]!, seconds };
       log.push(line);
-      const trace = result.value.trace;
+      const trace = result.trace;
       if (trace !== undefined && traceEvery > 0) {
         const points = trace.length / rows;
         traces.push({ index: state.found, every: traceEvery, relLoss: Array.from({ length: points }, (_, j) => trace[j * rows + r]! / denominator) });
       }
-      yield { type: "vector", ...line, theta };
+      options.onVector?.(line, theta);
     }
     if (state.found === foundBefore) stop = "vanished";
     await save();
-    yield { type: "checkpoint", found: state.found };
   }
   state.stopReason = stop;
   await save();
   const all = flat();
-  yield { type: "done", reason: stop, found: state.found, dropped: state.dropped, maxAbsCos: maxAbsCosine(all, vectors.length, d), vectors: all, log };
+  return {
+    reason: stop, found: state.found, dropped: state.dropped, maxAbsCos: maxAbsCosine(all, vectors.length, d), vectors: all, log,
+    resumedFrom, inputs: { x, z0, denominator },
+  };
 }

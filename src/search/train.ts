@@ -11,6 +11,7 @@ import { Rng } from "../util/rng.js";
 import { OrthonormalBasis, maxAbsCosine, norm } from "./basis.js";
 import { formatPositions, resolvePositions, toPositions, type Positions } from "./positions.js";
 import { checkSameModel, promptDifference, settingDifference } from "./resume-check.js";
+import { searchProgress, type SearchProgress } from "./progress.js";
 import { readTrace, writeTrace, type TraceLine } from "./trace-file.js";
 import { readTrainRun, writeTrainRun, type TrainLogLine, type TrainRunFiles } from "./train-files.js";
 import type { ModelFingerprint } from "../model/fingerprint.js";
@@ -77,18 +78,10 @@ export interface TrainSettings {
   dtype: string;
 }
 
-export interface TrainProgress {
-  /** Vectors finished. */
-  done: number;
-  count: number;
-  /** Vectors in the running batch. */
-  rows: number;
-  step: number;
-  steps: number;
+/** Progress of a batch's step loop (progress.ts), with the objective over its rows before the step. */
+export interface TrainProgress extends SearchProgress {
   meanObjective: number;
   maxObjective: number;
-  vectorStepsPerSecond: number;
-  etaSeconds: number;
 }
 
 export interface TrainResult {
@@ -243,6 +236,7 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
   const resumedFrom = done;
   options.onResume?.(resumedFrom);
   const started = performance.now();
+  const onProgress = options.onProgress;
   while (done < count) {
     const rows = settings.independent ? Math.min(settings.batch, count - done) : 1;
     const starts = new Float32Array(rows * d);
@@ -257,13 +251,11 @@ export async function train(model: Model, options: TrainOptions): Promise<TrainR
         progressEvery: options.progressEvery,
         ...(options.signal ? { signal: options.signal } : {}),
       },
-      (p) => {
-        if (!options.onProgress) return;
-        const seconds = (performance.now() - started) / 1000;
-        const vectorSteps = (done - resumedFrom) * settings.steps + p.step * rows;
-        const rate = vectorSteps / Math.max(seconds, 1e-9);
-        options.onProgress({ done, count, rows, ...p, vectorStepsPerSecond: rate, etaSeconds: ((count - done) * settings.steps - p.step * rows) / rate });
-      },
+      onProgress &&
+        ((p) => {
+          const at = searchProgress({ finished: done, rows, step: p.step, steps: p.steps }, { total: count, resumedFrom, started });
+          onProgress({ ...at, meanObjective: p.meanObjective, maxObjective: p.maxObjective });
+        }),
     );
     const seconds = (performance.now() - batchStarted) / 1000 / rows;
     for (let r = 0; r < rows; r++) {

@@ -172,9 +172,7 @@ export async function makeOrthoRun(dir: string): Promise<RunFixture> {
   try {
     const theta0 = new Rng(3, "report-theta0").fillNormal(new Float32Array(model.hidden));
     let log: { index: number }[] = [];
-    for await (const e of ortho(model, { prompt: `Tell me about ${HOSTILE}`, theta0, count: 6, block: 2, steps: 5, source: 1, target: 3, traceEvery: 1, out: dir, metadata: { model: "test-model <tiny>", prompt: `Tell me about ${HOSTILE}`, theta0: "random" } })) {
-      if (e.type === "done") log = e.log;
-    }
+    ({ log } = await ortho(model, { prompt: `Tell me about ${HOSTILE}`, theta0, count: 6, block: 2, steps: 5, source: 1, target: 3, traceEvery: 1, out: dir, metadata: { model: "test-model <tiny>", prompt: `Tell me about ${HOSTILE}`, theta0: "random" } }));
     return { dir, rows: log.length, traced: await tracedRows(dir, log.map((l) => l.index)) };
   } finally {
     model.dispose();
@@ -218,9 +216,7 @@ export async function makeRealEvalFolder(dir: string): Promise<RealEvalFixture> 
     const tokens = model.promptTokens(REAL_PROMPTS[0]!);
     const theta0 = new Rng(5, "report-eval-theta0").fillNormal(new Float32Array(model.hidden), 0.5);
     let log: { index: number }[] = [];
-    for await (const e of ortho(model, { tokens, theta0, count: REAL_VECTORS, block: 4, steps: 5, source, target, projection: "grad", traceEvery: 1, out: runDir, metadata: { model: "test-model", prompt: REAL_PROMPTS[0]!, theta0: "random" } })) {
-      if (e.type === "done") log = e.log;
-    }
+    ({ log } = await ortho(model, { tokens, theta0, count: REAL_VECTORS, block: 4, steps: 5, source, target, projection: "grad", traceEvery: 1, out: runDir, metadata: { model: "test-model", prompt: REAL_PROMPTS[0]!, theta0: "random" } }));
     const vec = await readVectorRows(join(runDir, "vectors.safetensors"), model.hidden);
     const ev = await evaluate(model, {
       vectors: vec.data, rows: vec.rows, file: vec.file, fileRows: vec.fileRows, kind: "ortho",

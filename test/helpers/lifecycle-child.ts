@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { readCheckpoint } from "../../src/model/checkpoint.js";
-import { loadModel, type Model } from "../../src/model/model.js";
+import { loadModel, tensorSources, type Model } from "../../src/model/model.js";
 import { native, type NativeLoadOptions } from "../../src/native.js";
 import { ortho } from "../../src/search/ortho.js";
 import { train } from "../../src/search/train.js";
@@ -43,9 +43,11 @@ function mappingsOf(dir: string): number {
 const S = 1, T = 3;
 
 async function shortOrtho(model: Model, tokens: Int32Array, theta0: Float32Array, signal?: AbortSignal, controller?: AbortController): Promise<void> {
-  for await (const e of ortho(model, { tokens, theta0, count: 4, block: 4, steps: controller ? 1000 : 4, source: S, target: T, progressEvery: 1, ...(signal ? { signal } : {}) })) {
-    if (e.type === "progress") controller?.abort();
-  }
+  await ortho(model, {
+    tokens, theta0, count: 4, block: 4, steps: controller ? 1000 : 4, source: S, target: T, progressEvery: 1,
+    ...(signal ? { signal } : {}),
+    ...(controller ? { onProgress: () => controller.abort() } : {}),
+  });
 }
 
 async function shortTrain(model: Model, tokens: Int32Array, signal?: AbortSignal, controller?: AbortController): Promise<void> {
@@ -77,7 +79,7 @@ async function nativeLoadOptions(dir: string): Promise<NativeLoadOptions> {
   const c = checkpoint.config;
   return {
     config: c, dtype: "f32", device: "cpu", firstBlock: 0, lastBlock: c.numLayers - 1, embedding: true, head: true,
-    tensors: [...checkpoint.tensors].map(([name, e]) => ({ name, path: e.path, dtype: e.dtype, shape: e.shape, offset: e.offset, nbytes: e.nbytes })),
+    tensors: tensorSources(checkpoint, { from: 0, to: c.numLayers - 1, embedding: true, head: true }),
   };
 }
 

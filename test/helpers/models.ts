@@ -20,6 +20,7 @@ const GENERATOR_MODULES = [
   "../../src/model/make-test-model.js",
   "../../src/model/safetensors.js",
   "../../src/model/checkpoint.js",
+  "../../src/model/qwen2-layout.js",
   "../../src/util/rng.js",
   "../../src/util/half.js",
 ];

@@ -33,8 +33,8 @@ export async function computeB1(): Promise<B1Record[]> {
     const theta0 = new Rng(1, "theta0").fillNormal(new Float32Array(model.hidden));
     const out: B1Record[] = [];
     for (const projection of ["post", "grad"] as const) {
-      for await (const e of ortho(model, { tokens, theta0, count: 3, block: 1, steps: 40, source: 1, target: 3, projection, minNorm: 0 })) {
-        if (e.type !== "done") continue;
+      {
+        const e = await ortho(model, { tokens, theta0, count: 3, block: 1, steps: 40, source: 1, target: 3, projection, minNorm: 0 });
         out.push({
           projection,
           sha256: createHash("sha256").update(new Uint8Array(e.vectors.buffer, e.vectors.byteOffset, e.vectors.byteLength)).digest("hex"),

@@ -116,7 +116,7 @@ export const demoCommand: Command = {
         prompts: [tokens], count: candidates, radius: num(v, "radius", settings.radius), steps: int(v, "train-steps", settings.trainSteps, 1),
         lr: settings.lr, seed: settings.seed, positions: parsePositions(settings.positions), source, target, out: join(out, "melbo"), signal: abort.signal, traceEvery: 5,
         metadata: { model: dir, prompt },
-        onProgress: (p) => bar.update(p.done + p.step / p.steps, p.count, `${p.done}/${p.count} vectors  ETA ${formatSeconds(p.etaSeconds)}  F ${p.meanObjective.toFixed(2)}`),
+        onProgress: (p) => bar.update(p.done, p.total, `${p.finished}/${p.total} vectors  ETA ${formatSeconds(p.etaSeconds)}  F ${p.meanObjective.toFixed(2)}`),
       });
       bar.done();
 
@@ -188,7 +188,7 @@ export const demoCommand: Command = {
 /** evaluate() with a progress bar; the eval file and its continuations (read back from the eval folder). */
 async function evaluateWithBar(model: Model, label: string, o: EvaluateOptions & { out: string }): Promise<{ doc: EvalFile; generations: GenerationLine[] }> {
   const bar = new ProgressBar(label);
-  const doc = await evaluate(model, { ...o, onProgress: (p) => bar.update(p.done, p.total, `${Math.floor(p.done)}/${p.total} entries`) });
+  const doc = await evaluate(model, { ...o, onProgress: (p) => bar.update(p.done, p.total, `${Math.floor(p.done)}/${p.total} entries  ETA ${formatSeconds(p.etaSeconds)}`) });
   bar.done();
   const source = await loadReportSource(o.out);
   return { doc, generations: source.kind === "eval" ? source.generations : [] };

@@ -152,7 +152,7 @@ export const evalCommand: Command = {
           ? { ortho: { theta0, source: run.source, target: run.target, tokens: Int32Array.from(run.prompts[0]!.tokens) } }
           : {}),
         prompts, at, ...settings, out, resume, signal: abort.signal,
-        onProgress: (p) => bar.update(p.done, p.total, `${Math.floor(p.done)}/${p.total} entries  ${p.entry}`),
+        onProgress: (p) => bar.update(p.done, p.total, `${Math.floor(p.done)}/${p.total} entries  ETA ${formatSeconds(p.etaSeconds)}  ${p.entry}`),
       };
       const doc = await evaluate(model, options);
       bar.done();

@@ -1,7 +1,7 @@
 import { MelboError } from "../../errors.js";
 import { prepareOutputFolder } from "../../io/output-folder.js";
 import { ORTHO_DEFAULTS } from "../../search/defaults.js";
-import { LEGACY_BLOCK_MODE, ortho, type OrthoEvent, type Projection } from "../../search/ortho.js";
+import { LEGACY_BLOCK_MODE, ortho, type Projection } from "../../search/ortho.js";
 import { randomBaseline, relLossStats, type RelLossStats } from "../../eval/ortho-report.js";
 import type { Model } from "../../model/model.js";
 import { int, num, oneOf, required, str, type Values } from "../args.js";
@@ -46,10 +46,8 @@ export interface OrthoRunSummary {
 /** Runs one search with a progress bar and prints the summary table (shared with `demo`). */
 export async function runOrthoWithProgress(model: Model, s: OrthoRunSettings, signal: AbortSignal): Promise<OrthoRunSummary> {
   const bar = new ProgressBar(`ortho ${s.projection}`);
-  let start: Extract<OrthoEvent, { type: "start" }> | undefined;
-  let lastLoss = NaN;
   try {
-    for await (const e of ortho(model, {
+    const result = await ortho(model, {
       tokens: s.tokens, theta0: s.theta0, count: s.count, source: s.source, target: s.target, block: s.block,
       ...(s.blockMode === "legacy" ? LEGACY_BLOCK_MODE : {}), seed: s.seed,
       ...(s.startNorm !== undefined ? { startNorm: s.startNorm } : {}),
@@ -57,39 +55,26 @@ export async function runOrthoWithProgress(model: Model, s: OrthoRunSettings, si
       patience: s.patience, out: s.out, resume: s.resume, signal, releaseEarlyBlocks: false,
       ...(s.traceEvery !== undefined ? { traceEvery: s.traceEvery } : {}),
       metadata: { model: model.dir, prompt: s.prompt, theta0: s.thetaRef, layers: `${s.source},${s.target}` },
-    })) {
-      switch (e.type) {
-        case "start":
-          start = e;
-          if (e.resumedFrom > 0) process.stderr.write(`resuming ${s.out}: ${e.resumedFrom} vectors already found\n`);
-          break;
-        case "progress": {
-          lastLoss = e.meanLoss;
-          const done = e.found + (e.step / e.steps) * e.blockRows;
-          bar.update(done, e.count, `${e.found}/${e.count} vectors  ${e.vectorStepsPerSecond.toFixed(1)} vector-steps/s  ETA ${formatSeconds(e.etaSeconds)}  loss ${lastLoss.toFixed(4)}`);
-          break;
-        }
-        case "dropped":
-          bar.done();
-          process.stderr.write(`dropped a vector that vanished in the in-block orthogonalisation (norm ${e.norm.toExponential(2)})\n`);
-          break;
-        case "done": {
-          bar.done();
-          const norms = e.log.map((l) => l.norm);
-          const found = e.log.map((l) => l.relLoss);
-          const random = await randomBaseline(model, { x: start!.x, z0: start!.z0, theta0: s.theta0, norms, source: s.source, target: s.target, denominator: start!.denominator });
-          const summary: OrthoRunSummary = { found: e.found, reason: e.reason, maxAbsCos: e.maxAbsCos, found_r: relLossStats(found), random_r: relLossStats(random) };
-          printSummary(s, summary);
-          return summary;
-        }
-        default:
-          break;
-      }
-    }
+      onResume: (found) => {
+        if (found > 0) process.stderr.write(`resuming ${s.out}: ${found} vectors already found\n`);
+      },
+      onProgress: (p) =>
+        bar.update(p.done, p.total, `${p.finished}/${p.total} vectors  ${p.vectorStepsPerSecond.toFixed(1)} vector-steps/s  ETA ${formatSeconds(p.etaSeconds)}  loss ${p.meanLoss.toFixed(4)}`),
+      onDropped: (norm) => {
+        bar.done();
+        process.stderr.write(`dropped a vector that vanished in the in-block orthogonalisation (norm ${norm.toExponential(2)})\n`);
+      },
+    });
+    bar.done();
+    const norms = result.log.map((l) => l.norm);
+    const found = result.log.map((l) => l.relLoss);
+    const random = await randomBaseline(model, { ...result.inputs, theta0: s.theta0, norms, source: s.source, target: s.target });
+    const summary: OrthoRunSummary = { found: result.found, reason: result.reason, maxAbsCos: result.maxAbsCos, found_r: relLossStats(found), random_r: relLossStats(random) };
+    printSummary(s, summary);
+    return summary;
   } finally {
     bar.done();
   }
-  throw new Error("ortho ended without a result");
 }
 
 function printSummary(s: OrthoRunSettings, r: OrthoRunSummary): void {

@@ -122,10 +122,8 @@ export const trainCommand: Command = {
           if (rows > 0) process.stderr.write(`resuming ${out}: ${rows} vectors already trained\n`);
         },
         metadata: { model: model.dir, prompts: JSON.stringify(a.prompts), layers: `${source},${target}`, radius: String(radius) },
-        onProgress: (e) => {
-          const done = e.done + (e.step / e.steps) * e.rows;
-          bar.update(done, e.count, `${e.done}/${e.count} vectors  ${e.vectorStepsPerSecond.toFixed(1)} vector-steps/s  ETA ${formatSeconds(e.etaSeconds)}  F ${e.meanObjective.toFixed(3)}`);
-        },
+        onProgress: (p) =>
+          bar.update(p.done, p.total, `${p.finished}/${p.total} vectors  ${p.vectorStepsPerSecond.toFixed(1)} vector-steps/s  ETA ${formatSeconds(p.etaSeconds)}  F ${p.meanObjective.toFixed(3)}`),
       });
       bar.done();
       printSummary(result, out);
