@@ -8,6 +8,13 @@ import { qualitySection } from "./quality-report.js";
 import type { Results } from "./results.js";
 
 const PROMPT_LEN = 26;
+/** The GPU section until bench/gpu/run.sh has run on a GPU. */
+export const GPU_NOT_RUN =
+  "`bench/gpu/run.sh` (one script: builds the addon against the GPU machine's PyTorch, runs the GPU-against-CPU tests and the " +
+  "CUDA kernel test, then melbo's ortho loop for B = 1…1024 in f32 and bf16 beside the faithful and the batched PyTorch loops, " +
+  "with peak GPU memory; DEVELOPERS.md says how) has **not been run on a GPU**: no task has been lent one yet. Its CPU dry run " +
+  "(`bash bench/gpu/run.sh --cpu-dry-run`, tiny shapes on the CPU build) runs every step on the development machine.";
+
 /** The quality plot, written beside RESULTS.md. */
 export const QUALITY_SVG = "quality-median-r.svg";
 
@@ -208,13 +215,16 @@ export function report(r: Results): string {
     "- Generation and memory rows use the public API (`Model.generate`, `ortho()` with `releaseEarlyBlocks`).",
   ].join("\n"), "");
 
-  out.push("## GPU", "");
-  out.push(r.device && r.device !== "cpu"
-    ? `This run placed melbo's models on \`${r.device}\` (\`--device\`); the matrix-product limits and the Python rows above are this machine's CPU.`
-    : "`bench/gpu/run.sh` (build against a CUDA PyTorch's libtorch, run this benchmark with melbo on the GPU (`--device cuda`) and large " +
-      "blocks, plain-torch and Hugging Face transformers baselines of the original loop on the GPU) has **not been run**: the machines this " +
-      "project was developed on have no NVIDIA GPU, so melbo's GPU path (`loadModel(dir, { device: \"cuda\" })`) is compiled and its " +
-      "error paths tested, but its results have not been compared with the CPU's (`test/device.test.ts` does that where a GPU is present).", "");
+  // The GPU section is bench/gpu/run.sh's own report (copied to bench/gpu/RESULTS-gpu.md after a
+  // run on a GPU machine; DEVELOPERS.md), or says that none has been made.
+  const gpuReport = join(packageRoot, "bench", "gpu", "RESULTS-gpu.md");
+  if (existsSync(gpuReport)) out.push(readFileSync(gpuReport, "utf8").trim(), "");
+  else {
+    out.push("## GPU", "");
+    out.push(r.device && r.device !== "cpu"
+      ? `This run placed melbo's models on \`${r.device}\` (\`--device\`); the matrix-product limits and the Python rows above are this machine's CPU.`
+      : GPU_NOT_RUN, "");
+  }
 
   if (r.quality) out.push(qualitySection(r.quality, QUALITY_SVG), "");
   const notes = join(packageRoot, "bench", "NOTES.md");

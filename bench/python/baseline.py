@@ -11,6 +11,10 @@ benchmark wrote for melbo, and the MELBO-ortho loop of the original work on it:
             theta -= sum_b (theta . b_hat) b_hat over the basis (projection after the step).
   cached    the same, but resid(source) of the prompt is computed once (the fair variant):
             every step runs only blocks source+1..target.
+  batched   cached, with B vectors optimised at once (--block B): the slice runs on [B, T, d],
+            the loss is summed over rows (each row's gradient is its own), one Adam over
+            [B, d], each row projected off theta0 after the step. What the batched
+            re-implementations of MELBO do; bf16 is their usual dtype.
 
 Weights never require gradients (the original freezes the model), so backward computes input
 gradients only, exactly like melbo. One vector at a time (B = 1), as in the original.
@@ -18,7 +22,7 @@ gradients only, exactly like melbo. One vector at a time (B = 1), as in the orig
 Subcommands (run with Debian's /usr/bin/python3, which has python3-torch):
   info                      torch version, CPU capability, BLAS, threads (JSON)
   limits                    matrix-product throughput, f32 and bf16, several shapes (JSON)
-  loop --model DIR --inputs F --mode faithful|cached --steps N [--x-out F]
+  loop --model DIR --inputs F --mode faithful|cached|batched --steps N [--block B] [--x-out F]
                             per-step wall times and losses (JSON); --x-out writes resid(source)
                             of the prompt as raw float32 [seq, d] for melbo's parity check
 Common: --threads N (default: all cores), --device cpu|cuda, --dtype f32|bf16.
@@ -223,8 +227,14 @@ def cmd_loop(a):
         for k in range(0, s + 1):
             del model.blocks[k]
 
-    theta = theta0.clone().requires_grad_(True)
+    rows = a.block if a.mode == "batched" else 1
+    # Rows start at theta0 plus a little noise (row 0 exactly at theta0), so that they differ.
+    noise = torch.randn(rows, theta0.numel(), generator=torch.Generator().manual_seed(0)).to(dev) * 0.01 * theta0.norm() / math.sqrt(theta0.numel())
+    noise[0] = 0
+    theta = (theta0[None] + noise).requires_grad_(True)  # [rows, d]
     opt = torch.optim.Adam([theta], lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     times, losses = [], []
     for _ in range(a.steps):
         sync(dev)
@@ -234,18 +244,18 @@ def cmd_loop(a):
             h = model.run(model.embed(tokens)[None], 0, s, cos, sin)  # blocks 0..s, every step
         else:
             h = x
-        h = model.run(h + theta.to(dtype), s + 1, t, cos, sin)  # theta added to resid(s)
-        loss = (h.float().mean(1)[0] - z0).norm()
-        loss.backward()
+        h = model.run(h + theta[:, None, :].to(dtype), s + 1, t, cos, sin)  # theta added to resid(s): [rows, T, d]
+        loss = (h.float().mean(1) - z0).norm(dim=-1)  # [rows]
+        loss.sum().backward()
         opt.step()
         with torch.no_grad():
-            theta -= (basis @ theta) @ basis  # projection after the step (basis rows are unit)
+            theta -= (theta @ basis.T) @ basis  # projection after the step (basis rows are unit)
         sync(dev)
         times.append(time.perf_counter() - t0)
-        losses.append(loss.item())
+        losses.append(loss.mean().item())
     print(json.dumps({"mode": a.mode, "device": a.device, "dtype": a.dtype, "threads": torch.get_num_threads(),
-                      "steps": a.steps, "load_s": load_s, "times": times, "losses": losses,
-                      "seq": T}))
+                      "steps": a.steps, "rows": rows, "load_s": load_s, "times": times, "losses": losses,
+                      "seq": T, "peak_gpu_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None}))
 
 
 def main():
@@ -264,7 +274,8 @@ def main():
     # loop
     ap.add_argument("--model")
     ap.add_argument("--inputs")
-    ap.add_argument("--mode", choices=["faithful", "cached"], default="faithful")
+    ap.add_argument("--mode", choices=["faithful", "cached", "batched"], default="faithful")
+    ap.add_argument("--block", type=int, default=64, help="rows of the batched mode")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--source", type=int, default=8)
     ap.add_argument("--target", type=int, default=16)
