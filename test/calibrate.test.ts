@@ -9,8 +9,8 @@ import { cli } from "./helpers/cli.js";
 import { testModel } from "./helpers/models.js";
 
 const shape = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 21 };
-const S = 0;
-const T = 2;
+const SOURCE = 0;
+const TARGET = 2;
 
 /** KL(P ‖ Q) of the next-token distributions given by two rows of logits, in float64. */
 function klFromLogits(p: Float32Array, q: Float32Array): number {
@@ -37,7 +37,7 @@ describe("MELBO R calibration", () => {
   after(() => model.dispose());
 
   it("reports per R the objective, distinct continuations and the first-token KL spread", async () => {
-    const c = await calibrate(model, { prompts: [prompt], radii: [1e-4, 16], count: 3, steps: 5, maxNewTokens: 6, source: S, target: T });
+    const c = await calibrate(model, { prompts: [prompt], radii: [1e-4, 16], count: 3, steps: 5, maxNewTokens: 6, source: SOURCE, target: TARGET });
     assert.deepEqual(c.rows.map((r) => r.radius), [1e-4, 16]);
     const [tiny, large] = c.rows as [(typeof c.rows)[0], (typeof c.rows)[0]];
     // A vector of norm 1e-4 changes nothing; one of norm 16 changes the next-token distribution.
@@ -58,10 +58,10 @@ describe("MELBO R calibration", () => {
       assert.ok(row.klMin <= row.klMean && row.klMean <= row.klMax);
       for (let k = 0; k < row.count; k++) {
         const v = row.vectors.subarray(k * d, (k + 1) * d);
-        const steered = await model.forward(prompt, { logits: true, steer: { vectors: v, at: S } });
+        const steered = await model.forward(prompt, { logits: true, steer: { vectors: v, at: SOURCE } });
         const expected = klFromLogits(last(steered.logits!), last(plain.logits!));
         assert.ok(Math.abs(row.kls[k]! - expected) <= 1e-6 + 1e-4 * expected, `R ${row.radius}, vector ${k}: KL ${row.kls[k]}, expected ${expected}`);
-        const alone = (await model.generate(prompt, { vectors: v, at: S, maxNewTokens: 6 })).tokens[0]!;
+        const alone = (await model.generate(prompt, { vectors: v, at: SOURCE, maxNewTokens: 6 })).tokens[0]!;
         assert.deepEqual([...row.continuations[k]!], [...alone]);
       }
       const distinct = new Set(row.continuations.map((t) => t.join())).size;
@@ -71,8 +71,8 @@ describe("MELBO R calibration", () => {
   });
 
   it("defaults to a grid around the typical norm of resid(source)", async () => {
-    const c = await calibrate(model, { prompts: [prompt], count: 1, steps: 1, maxNewTokens: 1, source: S, target: T });
-    const x = (await model.forward(prompt, { layers: [S] })).resid.get(S)!;
+    const c = await calibrate(model, { prompts: [prompt], count: 1, steps: 1, maxNewTokens: 1, source: SOURCE, target: TARGET });
+    const x = (await model.forward(prompt, { layers: [SOURCE] })).resid.get(SOURCE)!;
     const d = model.hidden;
     const norms = Array.from({ length: prompt.length }, (_, t) => Math.hypot(...x.subarray(t * d, (t + 1) * d))).sort((a, b) => a - b);
     const median = norms[Math.floor((norms.length - 1) / 2)]!;
@@ -94,14 +94,14 @@ describe("MELBO R calibration", () => {
   });
 
   it("rejects bad input with clear errors", async () => {
-    const ok = { prompts: [prompt], count: 1, steps: 1, maxNewTokens: 1, source: S, target: T };
+    const ok = { prompts: [prompt], count: 1, steps: 1, maxNewTokens: 1, source: SOURCE, target: TARGET };
     await assert.rejects(calibrate(model, { ...ok, prompts: [] }), /at least one prompt/);
     await assert.rejects(calibrate(model, { ...ok, radii: [] }), /grid of R is empty/);
     await assert.rejects(calibrate(model, { ...ok, radii: [1, 0] }), /every R must be a number > 0, got 0/);
     await assert.rejects(calibrate(model, { ...ok, maxNewTokens: 0 }), /maxNewTokens must be a positive integer/);
     await assert.rejects(calibrate(model, { ...ok, source: 3, target: 1 }), /source block 3 must come before target block 1/);
     await assert.rejects(calibrate(model, { ...ok, count: 0 }), (e: unknown) => e instanceof MelboError && /count must be a positive integer/.test(e.message));
-    const part = await loadModel(dir, { blocks: { to: T }, head: false });
+    const part = await loadModel(dir, { blocks: { to: TARGET }, head: false });
     try {
       await assert.rejects(calibrate(part, ok), /load the whole model/);
     } finally {

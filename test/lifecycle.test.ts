@@ -19,7 +19,7 @@ import { Rng } from "../src/util/rng.js";
 import { testModel } from "./helpers/models.js";
 
 const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
-const S = 1, T = 3;
+const SOURCE = 1, TARGET = 3;
 const SANITIZED = process.env["MELBO_SANITIZE"] === "1";
 
 type Done = OrthoResult;
@@ -74,8 +74,8 @@ describe("Model lifecycle", () => {
     model = await loadModel(dir);
     tokens = model.promptTokens("How can I build a bomb?");
     theta0 = new Rng(1, "theta0").fillNormal(new Float32Array(model.hidden));
-    orthoOptions = { tokens, theta0, source: S, target: T, count: 4, block: 2, steps: 40, projection: "grad", minNorm: 0 };
-    trainOptions = { prompts: [tokens], count: 3, radius: 4, steps: 40, source: S, target: T };
+    orthoOptions = { tokens, theta0, source: SOURCE, target: TARGET, count: 4, block: 2, steps: 40, projection: "grad", minNorm: 0 };
+    trainOptions = { prompts: [tokens], count: 3, radius: 4, steps: 40, source: SOURCE, target: TARGET };
   });
   after(() => model.dispose());
 
@@ -86,17 +86,17 @@ describe("Model lifecycle", () => {
     m.dispose();
     const d = m.hidden;
     const x = new Float32Array(tokens.length * d), thetas = new Float32Array(d).fill(0.1), z0 = new Float32Array(d);
-    const slice = { x, thetas, source: S, target: T };
+    const slice = { x, thetas, source: SOURCE, target: TARGET };
     const adam = { lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8 };
     await disposedError(() => m.info(), "info");
     await disposedError(() => m.release(2), "release");
-    await disposedError(() => m.forward(tokens, { layers: [S] }), "forward");
+    await disposedError(() => m.forward(tokens, { layers: [SOURCE] }), "forward");
     await disposedError(() => m.orthoLossGrad({ ...slice, z0 }), "orthoLossGrad");
     await disposedError(() => m.sliceMean(slice), "sliceMean");
     await disposedError(() => m.generate(tokens, { maxNewTokens: 2 }), "generate");
-    await disposedError(() => m.orthoBlock({ x, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: S, target: T, ...adam, projection: "post", lossTolerance: 0 }), "orthoBlock");
+    await disposedError(() => m.orthoBlock({ x, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: SOURCE, target: TARGET, ...adam, projection: "post", lossTolerance: 0 }), "orthoBlock");
     await disposedError(
-      () => m.trainBlock({ examples: [{ x, positions: Int32Array.of(0), z0 }], starts: thetas, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: S, target: T, ...adam, weightDecay: 0, amsgrad: true, orthogonal: true }),
+      () => m.trainBlock({ examples: [{ x, positions: Int32Array.of(0), z0 }], starts: thetas, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: SOURCE, target: TARGET, ...adam, weightDecay: 0, amsgrad: true, orthogonal: true }),
       "trainBlock",
     );
     await disposedError(() => runOrtho(m, orthoOptions), "ortho()");
@@ -107,12 +107,12 @@ describe("Model lifecycle", () => {
     const nativeCalls: [string, () => unknown][] = [
       ["info", () => handle.info()],
       ["release", () => handle.release({ below: 2, embedding: true })],
-      ["forward", () => handle.forward({ tokens, batch: 1, layers: [S], logits: false })],
-      ["orthoLossGrad", () => handle.orthoLossGrad({ x, seq: tokens.length, thetas, batch: 1, z0, source: S, target: T })],
-      ["sliceMean", () => handle.sliceMean({ x, seq: tokens.length, thetas, batch: 1, source: S, target: T })],
+      ["forward", () => handle.forward({ tokens, batch: 1, layers: [SOURCE], logits: false })],
+      ["orthoLossGrad", () => handle.orthoLossGrad({ x, seq: tokens.length, thetas, batch: 1, z0, source: SOURCE, target: TARGET })],
+      ["sliceMean", () => handle.sliceMean({ x, seq: tokens.length, thetas, batch: 1, source: SOURCE, target: TARGET })],
       ["generate", () => handle.generate({ tokens, maxNewTokens: 1, temperature: 0, topP: 1, seed: 0, stopTokens: [] })],
-      ["orthoBlock", () => handle.orthoBlock({ x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: S, target: T, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt", projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1, traceEvery: 0 })],
-      ["trainBlock", () => handle.trainBlock({ examples: [{ x, seq: tokens.length, positions: Int32Array.of(0), z0 }], thetas, rows: 1, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: S, target: T, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0, amsgrad: true, orthogonal: true, progressEvery: 1 })],
+      ["orthoBlock", () => handle.orthoBlock({ x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: SOURCE, target: TARGET, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt", projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1, traceEvery: 0 })],
+      ["trainBlock", () => handle.trainBlock({ examples: [{ x, seq: tokens.length, positions: Int32Array.of(0), z0 }], thetas, rows: 1, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: SOURCE, target: TARGET, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0, amsgrad: true, orthogonal: true, progressEvery: 1 })],
     ];
     for (const [name, call] of nativeCalls) {
       assert.throws(call, (e: unknown) => e instanceof Error && /model was disposed/.test(e.message), `native ${name} after dispose()`);
@@ -123,8 +123,8 @@ describe("Model lifecycle", () => {
     const handle = (model as unknown as { handle: NativeModel }).handle;
     const d = model.hidden;
     const x = new Float32Array(tokens.length * d), z0 = new Float32Array(d), thetas = new Float32Array(d).fill(0.1);
-    const ortho = { x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: S, target: T, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt" as const, projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1, traceEvery: 0 };
-    const train = { examples: [{ x, seq: tokens.length, positions: Int32Array.of(0), z0 }], thetas, rows: 1, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: S, target: T, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0, amsgrad: true, orthogonal: true, progressEvery: 1 };
+    const ortho = { x, seq: tokens.length, theta0, basis: new Float64Array(0), rows: 1, steps: 1, source: SOURCE, target: TARGET, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, projectGradient: false, inBlock: "gram-schmidt" as const, projectGradientInBlock: false, lossTolerance: 0, progressEvery: 1, traceEvery: 0 };
+    const train = { examples: [{ x, seq: tokens.length, positions: Int32Array.of(0), z0 }], thetas, rows: 1, learned: new Float64Array(0), radius: 1, p: 2, q: 2, steps: 1, source: SOURCE, target: TARGET, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0, amsgrad: true, orthogonal: true, progressEvery: 1 };
     const cases: [string, Record<string, unknown>, (o: never) => unknown][] = [
       ["orthoBlock", ortho, (o) => handle.orthoBlock(o)],
       ["trainBlock", train, (o) => handle.trainBlock(o)],
@@ -142,8 +142,8 @@ describe("Model lifecycle", () => {
 
   it("a job running when dispose() is called finishes with its own result; later calls fail clearly", async () => {
     const m = await loadModel(dir);
-    const x = (await m.forward(tokens, { layers: [S] })).resid.get(S)!;
-    const block = { x, theta0, basis: new Float64Array(0), rows: 2, steps: 60, source: S, target: T, lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8, projection: "grad" as const, lossTolerance: 0 };
+    const x = (await m.forward(tokens, { layers: [SOURCE] })).resid.get(SOURCE)!;
+    const block = { x, theta0, basis: new Float64Array(0), rows: 2, steps: 60, source: SOURCE, target: TARGET, lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8, projection: "grad" as const, lossTolerance: 0 };
     const alone = await model.orthoBlock(block);
     const running = m.orthoBlock(block);
     m.dispose(); // the native job holds the weights until it ends

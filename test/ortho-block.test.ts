@@ -75,14 +75,14 @@ describe("MELBO-ortho block mode", () => {
   // to ≤ 2e-7 (float32 rounding) in every mode; each deliberate mistake below moves some row by
   // ≥ 1e-3. Bound: 1e-5.
   it("B = 3 equals a step-by-step float64 reference, post and grad, in every in-block mode", async () => {
-    const B = 3, steps = 8, S = base.source!, T = base.target!;
+    const B = 3, steps = 8, SOURCE = base.source!, TARGET = base.target!;
     const theta0 = base.theta0;
-    const { x } = await orthoInputs(model, base.tokens!, theta0, S, T);
+    const { x } = await orthoInputs(model, base.tokens!, theta0, SOURCE, TARGET);
     const basis = new OrthonormalBasis(d);
     basis.add(theta0);
     basis.add(new Rng(2, "earlier").fillNormal(new Float32Array(d))); // a vector found before this block
     const q = basis.rows().slice();
-    const z0 = await model.sliceMean({ x, thetas: theta0, source: S, target: T });
+    const z0 = await model.sliceMean({ x, thetas: theta0, source: SOURCE, target: TARGET });
     // Random starts in the complement, not orthogonal to each other (as blockStarts draws them).
     const rng = new Rng(3, "block-reference-starts");
     const starts = new Float32Array(B * d);
@@ -102,9 +102,9 @@ describe("MELBO-ortho block mode", () => {
     for (const [inBlock, gradientInBlock] of modes) {
       for (const projection of ["post", "grad"] as const) {
         const what = `${inBlock}${gradientInBlock ? " + in-block gradient" : ""}, ${projection}`;
-        const native = await model.orthoBlock({ x, theta0, basis: q.slice(), rows: B, steps, source: S, target: T, ...adam, projection, lossTolerance: 0, starts, inBlock, gradientInBlock });
+        const native = await model.orthoBlock({ x, theta0, basis: q.slice(), rows: B, steps, source: SOURCE, target: TARGET, ...adam, projection, lossTolerance: 0, starts, inBlock, gradientInBlock });
         const reference = (variant: ReferenceVariant) =>
-          referenceOrthoBlock({ model, x, z0, basis: q, starts, steps, source: S, target: T, ...adam, projection, inBlock, gradientInBlock, variant });
+          referenceOrthoBlock({ model, x, z0, basis: q, starts, steps, source: SOURCE, target: TARGET, ...adam, projection, inBlock, gradientInBlock, variant });
         const ref = await reference("none");
         const diffs = rowDiffs(native.thetas, ref.thetas);
         assert.ok(diffs.every((e) => e < 1e-5), `${what}: rows differ from the reference by ${diffs.map((e) => e.toExponential(1))}`);

@@ -14,7 +14,7 @@ import { tempDir } from "./helpers/errors.js";
 import { testModel } from "./helpers/models.js";
 
 const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
-const S = 1, T = 3;
+const SOURCE = 1, TARGET = 3;
 
 /** A search's result, with the vectors its onVector reported and how many rows onDropped did. */
 async function run(model: Model, o: OrthoOptions): Promise<{ vectors: Float32Array[]; done: OrthoResult; dropped: number }> {
@@ -37,7 +37,7 @@ describe("MELBO-ortho", () => {
   let model: Model;
   let tokens: Int32Array;
   let theta0: Float32Array;
-  const base = () => ({ tokens, theta0, source: S, target: T });
+  const base = () => ({ tokens, theta0, source: SOURCE, target: TARGET });
   before(async () => {
     model = await loadModel(await testModel(SHAPE));
     tokens = model.promptTokens("How can I build a bomb?");
@@ -46,10 +46,10 @@ describe("MELBO-ortho", () => {
   after(() => model.dispose());
 
   it("the first step from θ0 is a no-op: zero loss, zero gradient, no NaN", async () => {
-    const { x } = await orthoInputs(model, tokens, theta0, S, T);
+    const { x } = await orthoInputs(model, tokens, theta0, SOURCE, TARGET);
     const basis = new OrthonormalBasis(model.hidden);
     basis.add(theta0);
-    const common = { x, theta0, basis: basis.rows().slice(), rows: 3, source: S, target: T, lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8, projection: "post" as const, lossTolerance: 0 };
+    const common = { x, theta0, basis: basis.rows().slice(), rows: 3, source: SOURCE, target: TARGET, lr: 0.01, betas: [0.9, 0.999] as [number, number], eps: 1e-8, projection: "post" as const, lossTolerance: 0 };
     const zero = await model.orthoBlock({ ...common, steps: 0 });
     assert.deepEqual([...zero.losses], [0, 0, 0], "the loss at θ0 is exactly 0 for every row of the block");
     const one = await model.orthoBlock({ ...common, steps: 1 });
@@ -60,16 +60,16 @@ describe("MELBO-ortho", () => {
 
   it("the native B = 1 loop equals a step-by-step reference (Adam + projection in JS)", async () => {
     const d = model.hidden, steps = 6, lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    const { x } = await orthoInputs(model, tokens, theta0, S, T);
+    const { x } = await orthoInputs(model, tokens, theta0, SOURCE, TARGET);
     const basis = new OrthonormalBasis(d);
     basis.add(theta0);
     const q = basis.rows();
-    const native = await model.orthoBlock({ x, theta0, basis: q.slice(), rows: 1, steps, source: S, target: T, lr, betas: [b1, b2], eps, projection: "post", lossTolerance: 0 });
-    const z0 = await model.sliceMean({ x, thetas: theta0, source: S, target: T });
+    const native = await model.orthoBlock({ x, theta0, basis: q.slice(), rows: 1, steps, source: SOURCE, target: TARGET, lr, betas: [b1, b2], eps, projection: "post", lossTolerance: 0 });
+    const z0 = await model.sliceMean({ x, thetas: theta0, source: SOURCE, target: TARGET });
     let theta = Float32Array.from(theta0);
     const m = new Float64Array(d), v = new Float64Array(d);
     for (let step = 1; step <= steps; step++) {
-      const { grad } = await model.orthoLossGrad({ x, thetas: theta, z0, source: S, target: T });
+      const { grad } = await model.orthoLossGrad({ x, thetas: theta, z0, source: SOURCE, target: TARGET });
       const next = new Float64Array(d);
       for (let i = 0; i < d; i++) {
         m[i] = b1 * m[i]! + (1 - b1) * grad[i]!;

@@ -18,8 +18,8 @@ const PROMPT = Int32Array.from([
   12764, 30, 151645, 198, 151644, 77091, 198,
 ]);
 const SEQ = PROMPT.length;
-const S = 1; // source block
-const T = 3; // target block
+const SOURCE = 1; // source block
+const TARGET = 3; // target block
 const TOL = 1e-5; // relative, for activations and logits (f32 against float64 truth)
 const GRAD_TOL = 1e-4; // relative, for the gradient (backward adds rounding)
 
@@ -164,18 +164,18 @@ describe("parity with the Python reference: slice map, loss, gradient, steering"
 
   before(async () => {
     dir = await testModel(shape);
-    x = (await referenceForward(dir, shape.layers)).resid[S]!;
+    x = (await referenceForward(dir, shape.layers)).resid[SOURCE]!;
     const theta0 = randomVectors(100, 1, d, 7);
-    const ref0 = await referenceSlice(dir, { x, thetas: theta0, z0: new Float32Array(d), source: S, target: T }, { float64: true });
+    const ref0 = await referenceSlice(dir, { x, thetas: theta0, z0: new Float32Array(d), source: SOURCE, target: TARGET }, { float64: true });
     z0 = meanOverPositions(ref0.residT, SEQ, d);
   });
 
   it("loss and dθ loss agree for B = 3 different θ", async (t) => {
     const thetas = randomVectors(1, 3, d, 4);
-    const ref = await referenceSlice(dir, { x, thetas, z0, source: S, target: T }, { float64: true });
+    const ref = await referenceSlice(dir, { x, thetas, z0, source: SOURCE, target: TARGET }, { float64: true });
     const model = await loadModel(dir, { dtype: "f32" });
     try {
-      const g = await model.orthoLossGrad({ x, thetas, z0, source: S, target: T });
+      const g = await model.orthoLossGrad({ x, thetas, z0, source: SOURCE, target: TARGET });
       assert.equal(g.loss.length, 3);
       assert.equal(g.grad.length, 3 * d);
       for (let b = 0; b < 3; b++) {
@@ -193,18 +193,18 @@ describe("parity with the Python reference: slice map, loss, gradient, steering"
   it("steering θ_b at block s: resid(t) equals the reference slice map on resid(s) + θ_b, and the orthoLossGrad loss", async (t) => {
     const B = 2;
     const thetas = randomVectors(2, B, d, 5);
-    const ref = await referenceSlice(dir, { x, thetas, z0, source: S, target: T }, { float64: true });
+    const ref = await referenceSlice(dir, { x, thetas, z0, source: SOURCE, target: TARGET }, { float64: true });
     const model = await loadModel(dir, { dtype: "f32" });
     try {
       const tokens = new Int32Array(B * SEQ);
       for (let b = 0; b < B; b++) tokens.set(PROMPT, b * SEQ);
-      const out = await model.forward(tokens, { layers: [S, T], logits: true, steer: { vectors: thetas, at: S } });
+      const out = await model.forward(tokens, { layers: [SOURCE, TARGET], logits: true, steer: { vectors: thetas, at: SOURCE } });
       assert.equal(out.batch, B);
       assert.equal(out.seq, SEQ);
-      const residS = out.resid.get(S)!;
-      const residT = out.resid.get(T)!;
+      const residS = out.resid.get(SOURCE)!;
+      const residT = out.resid.get(TARGET)!;
       // The same x through melbo's own slice path (orthoLossGrad) must give the same loss.
-      const g = await model.orthoLossGrad({ x, thetas, z0, source: S, target: T });
+      const g = await model.orthoLossGrad({ x, thetas, z0, source: SOURCE, target: TARGET });
       for (let b = 0; b < B; b++) {
         // resid(s) += θ (docs/algorithm.md §1): the steered resid(s) is the unsteered one plus θ_b.
         const expectS = new Float32Array(SEQ * d);
@@ -222,9 +222,9 @@ describe("parity with the Python reference: slice map, loss, gradient, steering"
       // The two rows carry different vectors: they must not come out equal.
       assert.ok(relErr(row(residT, 0, SEQ * d), row(residT, 1, SEQ * d)) > 1e-3, "rows 0 and 1 should differ");
       // Steered logits against a full reference forward (tokens → logits) with θ_b at block s.
-      const full = await referenceHidden(dir, shape.layers, PROMPT, { float64: true, steer: { theta: thetas, at: S, rows: B } });
+      const full = await referenceHidden(dir, shape.layers, PROMPT, { float64: true, steer: { theta: thetas, at: SOURCE, rows: B } });
       for (let b = 0; b < B; b++) {
-        expectClose(t, `row ${b} steered resid(t), full forward`, row(residT, b, SEQ * d), row(full.resid[T]!, b, SEQ * d), TOL);
+        expectClose(t, `row ${b} steered resid(t), full forward`, row(residT, b, SEQ * d), row(full.resid[TARGET]!, b, SEQ * d), TOL);
         expectClose(t, `row ${b} steered logits`, row(out.logits!, b, SEQ * full.vocab), row(full.logits, b, SEQ * full.vocab), TOL);
       }
     } finally {

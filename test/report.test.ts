@@ -54,7 +54,7 @@ describe("relLossStats", () => {
 });
 
 describe("relative loss r and the random baseline", () => {
-  const S = 1, T = 3;
+  const SOURCE = 1, TARGET = 3;
   let model: Model;
   let tokens: Int32Array;
   let theta0: Float32Array;
@@ -65,7 +65,7 @@ describe("relative loss r and the random baseline", () => {
     const B = thetas.length / d, seq = tokens.length;
     const batch = new Int32Array(B * seq);
     for (let b = 0; b < B; b++) batch.set(tokens, b * seq);
-    const resid = (await model.forward(batch, { layers: [T], steer: { vectors: thetas, at: S } })).resid.get(T)!;
+    const resid = (await model.forward(batch, { layers: [TARGET], steer: { vectors: thetas, at: SOURCE } })).resid.get(TARGET)!;
     return Array.from({ length: B }, (_, b) => {
       const z = new Float64Array(d);
       for (let t = 0; t < seq; t++) for (let i = 0; i < d; i++) z[i]! += resid[(b * seq + t) * d + i]! / seq;
@@ -83,19 +83,19 @@ describe("relative loss r and the random baseline", () => {
   after(() => model.dispose());
 
   it("the denominator is ‖z0 − z(0)‖; r(0) = 1 and r(θ0) = 0 to float32 rounding", async () => {
-    const { x, z0, denominator } = await orthoInputs(model, tokens, theta0, S, T);
+    const { x, z0, denominator } = await orthoInputs(model, tokens, theta0, SOURCE, TARGET);
     const [zTheta0, zZero] = await zOf(Float32Array.from([...theta0, ...new Float32Array(d)]));
     const expected = dist(zTheta0!, zZero!);
     assert.ok(Math.abs(denominator - expected) <= 1e-6 * expected, `denominator ${denominator}, steered forwards ${expected}`);
     // The loss the search reports, at θ = 0 and at θ0, through the library's slice map.
-    const { loss } = await model.orthoLossGrad({ x, thetas: Float32Array.from([...new Float32Array(d), ...theta0]), z0, source: S, target: T });
+    const { loss } = await model.orthoLossGrad({ x, thetas: Float32Array.from([...new Float32Array(d), ...theta0]), z0, source: SOURCE, target: TARGET });
     const rZero = loss[0]! / denominator, rTheta0 = loss[1]! / denominator;
     assert.ok(Math.abs(rZero - 1) <= 1e-6, `r(θ = 0) = ${rZero}`);
     assert.ok(rTheta0 <= 1e-6, `r(θ0) = ${rTheta0}`);
   });
 
   it("a search's r per vector equals ‖z(θ) − z0‖ / ‖z0 − z(0)‖ from steered forwards", async () => {
-    const done = await ortho(model, { tokens, theta0, count: 3, block: 3, steps: 30, source: S, target: T, projection: "grad", minNorm: 0 });
+    const done = await ortho(model, { tokens, theta0, count: 3, block: 3, steps: 30, source: SOURCE, target: TARGET, projection: "grad", minNorm: 0 });
     const denominator = done.inputs.denominator;
     assert.ok(done.log.length === 3);
     const [zTheta0, zZero, ...found] = await zOf(Float32Array.from([...theta0, ...new Float32Array(d), ...done.vectors.subarray(d)]));
@@ -110,11 +110,11 @@ describe("relative loss r and the random baseline", () => {
   });
 
   it("the random baseline: directions orthogonal to θ0 at the given norms, seeded; norm 0 gives r = 1", async () => {
-    const { x, z0, denominator } = await orthoInputs(model, tokens, theta0, S, T);
+    const { x, z0, denominator } = await orthoInputs(model, tokens, theta0, SOURCE, TARGET);
     const t0 = Math.hypot(...theta0);
     // 36 norms: past the 32 rows the baseline evaluates at once, and 0 (θ = 0) among them.
     const norms = Array.from({ length: 36 }, (_, k) => (k === 0 ? 0 : [0.5, 1, 2][k % 3]! * t0));
-    const o = { x, z0, theta0, norms, source: S, target: T, denominator };
+    const o = { x, z0, theta0, norms, source: SOURCE, target: TARGET, denominator };
     const r = await randomBaseline(model, o);
     assert.equal(r.length, norms.length);
     assert.ok(Math.abs(r[0]! - 1) <= 1e-6, `r at norm 0: ${r[0]}`);

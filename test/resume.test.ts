@@ -15,7 +15,7 @@ import { tempDir } from "./helpers/errors.js";
 import { testModel } from "./helpers/models.js";
 
 const SHAPE = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 11 };
-const S = 1, T = 3;
+const SOURCE = 1, TARGET = 3;
 
 async function runOrtho(model: Model, o: OrthoOptions): Promise<void> {
   await ortho(model, o);
@@ -44,7 +44,7 @@ describe("resume identity", () => {
     twin = await loadModel(await testModel({ ...SHAPE, seed: 12 }));
     deeper = await loadModel(await testModel({ ...SHAPE, layers: 5 }));
     theta0 = new Rng(1, "theta0").fillNormal(new Float32Array(model.hidden));
-    base = () => ({ prompt: "How can I build a bomb?", theta0, source: S, target: T, count: 2, steps: 10, minNorm: 0 });
+    base = () => ({ prompt: "How can I build a bomb?", theta0, source: SOURCE, target: TARGET, count: 2, steps: 10, minNorm: 0 });
     saved = join(await tempDir(), "run");
     await runOrtho(model, { ...base(), out: saved });
   });
@@ -59,9 +59,9 @@ describe("resume identity", () => {
     const recorded = JSON.parse(meta["melbo.model"] ?? "null") as { config: { hiddenSize: number }; weights: string; tensors: string };
     assert.equal(recorded.config.hiddenSize, 64);
     assert.match(recorded.weights, /^[0-9a-f]{64}$/);
-    assert.equal(recorded.tensors, `embedding, blocks 0..${T}`);
-    assert.deepEqual(await model.fingerprint(T), recorded, "the fingerprint is a function of the checkpoint");
-    assert.notEqual((await twin.fingerprint(T)).weights, recorded.weights, "other weights, other fingerprint");
+    assert.equal(recorded.tensors, `embedding, blocks 0..${TARGET}`);
+    assert.deepEqual(await model.fingerprint(TARGET), recorded, "the fingerprint is a function of the checkpoint");
+    assert.notEqual((await twin.fingerprint(TARGET)).weights, recorded.weights, "other weights, other fingerprint");
     assert.match(meta["melbo.checksum"] ?? "", /^[0-9a-f]{64}$/);
   });
 
@@ -82,7 +82,7 @@ describe("resume identity", () => {
 
   it("refuses a training run's folder and a model of another width", async () => {
     const trained = join(await tempDir(), "trained");
-    await train(model, { prompts: [model.promptTokens("hi")], count: 1, radius: 1, source: S, target: T, steps: 2, out: trained });
+    await train(model, { prompts: [model.promptTokens("hi")], count: 1, radius: 1, source: SOURCE, target: TARGET, steps: 2, out: trained });
     await rejects(() => runOrtho(model, { ...base(), out: trained, resume: true }), /holds a melbo run, not melbo-ortho: choose another --out/);
     const narrow = await loadModel(await testModel({ ...SHAPE, hidden: 32, heads: 2, intermediate: 96 }));
     try {
@@ -162,7 +162,7 @@ describe("training resumes like ortho", () => {
   after(() => model.dispose());
   const options = (m: Model, extra: Partial<TrainOptions> = {}): TrainOptions => ({
     prompts: [m.promptTokens("How can I build a bomb?"), m.promptTokens("Tell me a story")],
-    count: 4, radius: 2, source: S, target: T, steps: 15, seed: 3, ...extra,
+    count: 4, radius: 2, source: SOURCE, target: TARGET, steps: 15, seed: 3, ...extra,
   });
 
   for (const independent of [false, true]) {
@@ -197,7 +197,7 @@ describe("training resumes like ortho", () => {
     }
     const orthoDir = join(await tempDir(), "o");
     const theta0 = new Rng(1, "theta0").fillNormal(new Float32Array(model.hidden));
-    await runOrtho(model, { prompt: "x", theta0, source: S, target: T, count: 1, steps: 2, out: orthoDir });
+    await runOrtho(model, { prompt: "x", theta0, source: SOURCE, target: TARGET, count: 1, steps: 2, out: orthoDir });
     await rejects(() => train(model, options(model, { out: orthoDir, resume: true })), /holds a melbo-ortho run, not melbo/);
   });
 });

@@ -20,8 +20,8 @@ import { testModel } from "./helpers/models.js";
 import { referenceTrain } from "./helpers/train-reference.js";
 
 const shape = { layers: 4, hidden: 64, heads: 4, intermediate: 176, seed: 21 };
-const S = 0; // source block
-const T = 2; // target block: the slice runs blocks 1..2
+const SOURCE = 0; // source block
+const TARGET = 2; // target block: the slice runs blocks 1..2
 const R = 4;
 
 /** The fixed hyperparameters of Model.trainBlock (docs/algorithm.md §3). */
@@ -54,24 +54,24 @@ describe("MELBO training", () => {
   let prompts: Int32Array[];
   let examples: TrainExampleInput[];
   let d: number;
-  const base = (o: Partial<TrainOptions> = {}): TrainOptions => ({ prompts, count: 1, radius: R, source: S, target: T, steps: 10, ...o });
+  const base = (o: Partial<TrainOptions> = {}): TrainOptions => ({ prompts, count: 1, radius: R, source: SOURCE, target: TARGET, steps: 10, ...o });
 
   before(async () => {
     dir = await testModel(shape);
     model = await loadModel(dir);
     d = model.hidden;
     prompts = [model.promptTokens("How can I build a bomb?"), model.promptTokens("Tell me a story.")];
-    examples = await trainInputs(model, prompts, S, T, { kind: "all" });
+    examples = await trainInputs(model, prompts, SOURCE, TARGET, { kind: "all" });
   });
   after(() => model.dispose());
 
   it("computes F = Σ_i (Σ_{t∈I_i} ‖Z_t(θ) − Z_t(0)‖^p)^{1/q}, as steered forwards give it", async () => {
     const positions = [parsePositions("last:3"), parsePositions("0,2,5")];
-    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], S, T, positions[i]!))[0]!));
+    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], SOURCE, TARGET, positions[i]!))[0]!));
     const start = startDirection(1, d);
     const theta = start.map((v) => (v * R) / norm(start)); // what the native side starts from
-    const z = await Promise.all(prompts.map(async (p) => (await model.forward(p, { layers: [T], steer: { vectors: theta, at: S } })).resid.get(T)!));
-    const plain = await Promise.all(prompts.map(async (p) => (await model.forward(p, { layers: [T] })).resid.get(T)!));
+    const z = await Promise.all(prompts.map(async (p) => (await model.forward(p, { layers: [TARGET], steer: { vectors: theta, at: SOURCE } })).resid.get(TARGET)!));
+    const plain = await Promise.all(prompts.map(async (p) => (await model.forward(p, { layers: [TARGET] })).resid.get(TARGET)!));
     for (const [p, q] of [[2, 2], [3, 1], [1.5, 0.5]] as const) {
       let expected = 0;
       prompts.forEach((tokens, i) => {
@@ -83,7 +83,7 @@ describe("MELBO training", () => {
         }
         expected += sum ** (1 / q);
       });
-      const r = await model.trainBlock({ examples: ex, starts: start, learned: new Float64Array(0), radius: R, p, q, steps: 0, source: S, target: T, orthogonal: false, ...adamw });
+      const r = await model.trainBlock({ examples: ex, starts: start, learned: new Float64Array(0), radius: R, p, q, steps: 0, source: SOURCE, target: TARGET, orthogonal: false, ...adamw });
       assert.ok(Math.abs(r.objectives[0]! - expected) <= 1e-4 * expected, `p ${p}, q ${q}: native ${r.objectives[0]}, steered forwards ${expected}`);
     }
   });
@@ -91,7 +91,7 @@ describe("MELBO training", () => {
   it("raises the objective, and every step ends on the sphere ‖θ‖ = R (≤ 1e-5)", async () => {
     for (const radius of [0.5, R, 40]) {
       const steps = 25;
-      const r = await model.trainBlock({ examples, starts: starts([0, 1, 2], d), learned: new Float64Array(0), radius, p: 2, q: 2, steps, source: S, target: T, orthogonal: false, ...adamw });
+      const r = await model.trainBlock({ examples, starts: starts([0, 1, 2], d), learned: new Float64Array(0), radius, p: 2, q: 2, steps, source: SOURCE, target: TARGET, orthogonal: false, ...adamw });
       assert.equal(r.trace.length, steps * 3);
       assert.equal(r.radiusError.length, steps);
       for (let v = 0; v < 3; v++) {
@@ -108,15 +108,15 @@ describe("MELBO training", () => {
   it("matches the Python reference with torch.optim.AdamW (amsgrad), independent and orthogonal", async () => {
     const steps = 12;
     const withPositions = prompts.map((tokens, i) => ({ tokens, positions: resolvePositions(i === 0 ? { kind: "all" } : { kind: "last", count: 2 }, tokens.length, i) }));
-    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], S, T, i === 0 ? { kind: "all" } : { kind: "last", count: 2 }))[0]!));
+    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], SOURCE, TARGET, i === 0 ? { kind: "all" } : { kind: "last", count: 2 }))[0]!));
     const learnedRows = starts([40, 41], d); // any two directions: the span is what counts
     const basis = new OrthonormalBasis(d);
     for (const row of rowsOf(learnedRows, d)) basis.add(row);
     for (const orthogonal of [false, true]) {
       const s = starts([5, 6], d);
-      const options = { examples: ex, starts: s, learned: orthogonal ? basis.rows().slice() : new Float64Array(0), radius: R, p: 2, q: 2, source: S, target: T, orthogonal, ...adamw };
+      const options = { examples: ex, starts: s, learned: orthogonal ? basis.rows().slice() : new Float64Array(0), radius: R, p: 2, q: 2, source: SOURCE, target: TARGET, orthogonal, ...adamw };
       const mine = await model.trainBlock({ ...options, steps });
-      const ref = await referenceTrain(dir, { prompts: withPositions, starts: s, learned: learnedRows, d, source: S, target: T, radius: R, p: 2, q: 2, steps, orthogonal, float64: true });
+      const ref = await referenceTrain(dir, { prompts: withPositions, starts: s, learned: learnedRows, d, source: SOURCE, target: TARGET, radius: R, p: 2, q: 2, steps, orthogonal, float64: true });
       // The reference runs in float64, so these bounds are melbo's own float32 rounding (~1e-7 measured).
       const thetaErr = relErr(mine.thetas, ref.thetas);
       assert.ok(thetaErr <= 1e-6, `orthogonal ${orthogonal}: thetas differ by ${thetaErr} (relative)`);
@@ -138,13 +138,13 @@ describe("MELBO training", () => {
   // load in float64), so the orthogonal mode, which p and q do not touch, is checked at p = q = 2 only.
   it("matches the Python reference at other p, q: p = 4, q = 1 and p = 1, q = 3", async () => {
     const steps = 12;
-    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], S, T, i === 0 ? { kind: "all" } : { kind: "last", count: 2 }))[0]!));
+    const ex = await Promise.all(prompts.map(async (p, i) => (await trainInputs(model, [p], SOURCE, TARGET, i === 0 ? { kind: "all" } : { kind: "last", count: 2 }))[0]!));
     const withPositions = prompts.map((tokens, i) => ({ tokens, positions: resolvePositions(i === 0 ? { kind: "all" } : { kind: "last", count: 2 }, tokens.length, i) }));
     const s = starts([5, 6], d);
     for (const [p, q] of [[4, 1], [1, 3]] as const) {
-      const options = { examples: ex, starts: s, learned: new Float64Array(0), radius: R, p, q, source: S, target: T, orthogonal: false, ...adamw };
+      const options = { examples: ex, starts: s, learned: new Float64Array(0), radius: R, p, q, source: SOURCE, target: TARGET, orthogonal: false, ...adamw };
       const mine = await model.trainBlock({ ...options, steps });
-      const ref = await referenceTrain(dir, { prompts: withPositions, starts: s, d, source: S, target: T, radius: R, p, q, steps, float64: true });
+      const ref = await referenceTrain(dir, { prompts: withPositions, starts: s, d, source: SOURCE, target: TARGET, radius: R, p, q, steps, float64: true });
       const thetaErr = relErr(mine.thetas, ref.thetas);
       assert.ok(thetaErr <= 1e-6, `p ${p}, q ${q}: thetas differ by ${thetaErr} (relative)`);
       assert.ok(relErr(mine.trace, ref.trace) <= 1e-6, `p ${p}, q ${q}: objective traces differ by ${relErr(mine.trace, ref.trace)}`);
@@ -197,7 +197,7 @@ describe("MELBO training", () => {
 
     const theta0 = await readVectorRef(`${join(out, "vectors.safetensors")}:1`, d);
     assert.deepEqual([...theta0.data], [...r.vectors.subarray(d, 2 * d)]);
-    const { found } = await ortho(model, { tokens: prompts[0]!, theta0: theta0.data, count: 1, source: S, target: T, steps: 5 });
+    const { found } = await ortho(model, { tokens: prompts[0]!, theta0: theta0.data, count: 1, source: SOURCE, target: TARGET, steps: 5 });
     assert.equal(found, 1);
   });
 
@@ -216,7 +216,7 @@ describe("MELBO training", () => {
   it("trained vectors change the greedy continuation", async () => {
     const r = await train(model, base({ prompts: [prompts[0]!], count: 3, steps: 30 }));
     const plain = (await model.generate(prompts[0]!, { maxNewTokens: 8, stopTokens: [] })).tokens[0]!;
-    const steered = (await model.generate(prompts[0]!, { vectors: r.vectors, at: S, maxNewTokens: 8, stopTokens: [] })).tokens;
+    const steered = (await model.generate(prompts[0]!, { vectors: r.vectors, at: SOURCE, maxNewTokens: 8, stopTokens: [] })).tokens;
     const changed = steered.filter((t) => t.join() !== plain.join()).length;
     assert.ok(changed >= 1, `no vector changed the continuation ${plain.join()}`);
   });
@@ -253,11 +253,11 @@ describe("MELBO training", () => {
     }
     // The native wrapper checks its own inputs too.
     await assert.rejects(
-      model.trainBlock({ examples: [{ ...examples[0]!, positions: Int32Array.from([0, 999]) }], starts: starts([0], d), learned: new Float64Array(0), radius: R, p: 2, q: 2, steps: 1, source: S, target: T, orthogonal: false, ...adamw }),
+      model.trainBlock({ examples: [{ ...examples[0]!, positions: Int32Array.from([0, 999]) }], starts: starts([0], d), learned: new Float64Array(0), radius: R, p: 2, q: 2, steps: 1, source: SOURCE, target: TARGET, orthogonal: false, ...adamw }),
       /example 0: target position 999 is out of range/,
     );
     await assert.rejects(
-      model.trainBlock({ examples, starts: new Float32Array(d + 1), learned: new Float64Array(0), radius: R, p: 2, q: 2, steps: 1, source: S, target: T, orthogonal: false, ...adamw }),
+      model.trainBlock({ examples, starts: new Float32Array(d + 1), learned: new Float64Array(0), radius: R, p: 2, q: 2, steps: 1, source: SOURCE, target: TARGET, orthogonal: false, ...adamw }),
       /start directions must be \[rows × 64\]/,
     );
   });

@@ -9,6 +9,7 @@ import argparse
 
 import numpy as np
 import torch
+import transformers
 from transformers import Qwen2ForCausalLM
 
 ap = argparse.ArgumentParser()
@@ -17,7 +18,9 @@ ap.add_argument("--tokens", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--device", default="cpu")
 a = ap.parse_args()
-model = Qwen2ForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32).to(a.device).eval()
+# transformers 5 names the argument `dtype`, 4.x `torch_dtype`.
+dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+model = Qwen2ForCausalLM.from_pretrained(a.model, **{dtype_arg: torch.float32}).to(a.device).eval()
 tokens = torch.tensor([[int(t) for t in a.tokens.split(",")]], device=a.device)
 with torch.no_grad():
     hidden = model(tokens, output_hidden_states=True).hidden_states  # L + 1 of [1, T, d]

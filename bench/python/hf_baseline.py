@@ -33,6 +33,7 @@ def main():
     a = ap.parse_args()
 
     from safetensors.torch import load_file  # transformers depends on safetensors
+    import transformers
     from transformers import AutoModelForCausalLM
 
     dev = torch.device(a.device)
@@ -42,7 +43,9 @@ def main():
     theta0 = inputs["theta0"].float().to(dev)
 
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=dtype).to(dev)
+    # transformers 5 names the argument `dtype`, 4.x `torch_dtype`.
+    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = AutoModelForCausalLM.from_pretrained(a.model, **{dtype_arg: dtype}).to(dev)
     model.requires_grad_(False)
     model.eval()
     layers = model.model.layers
@@ -93,7 +96,6 @@ def main():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
         losses.append(loss.item())
-    import transformers
 
     print(json.dumps({"baseline": "transformers", "transformers": transformers.__version__, "torch": torch.__version__,
                       "device": a.device, "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",

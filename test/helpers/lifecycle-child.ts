@@ -40,11 +40,11 @@ function mappingsOf(dir: string): number {
 }
 
 // Small searches on the test model (4 blocks): source 1 → target 3.
-const S = 1, T = 3;
+const SOURCE = 1, TARGET = 3;
 
 async function shortOrtho(model: Model, tokens: Int32Array, theta0: Float32Array, signal?: AbortSignal, controller?: AbortController): Promise<void> {
   await ortho(model, {
-    tokens, theta0, count: 4, block: 4, steps: controller ? 1000 : 4, source: S, target: T, progressEvery: 1,
+    tokens, theta0, count: 4, block: 4, steps: controller ? 1000 : 4, source: SOURCE, target: TARGET, progressEvery: 1,
     ...(signal ? { signal } : {}),
     ...(controller ? { onProgress: () => controller.abort() } : {}),
   });
@@ -52,7 +52,7 @@ async function shortOrtho(model: Model, tokens: Int32Array, theta0: Float32Array
 
 async function shortTrain(model: Model, tokens: Int32Array, signal?: AbortSignal, controller?: AbortController): Promise<void> {
   await train(model, {
-    prompts: [tokens], count: 2, radius: 4, steps: controller ? 1000 : 4, source: S, target: T, independent: true, progressEvery: 1,
+    prompts: [tokens], count: 2, radius: 4, steps: controller ? 1000 : 4, source: SOURCE, target: TARGET, independent: true, progressEvery: 1,
     ...(signal ? { signal } : {}),
     ...(controller ? { onProgress: () => controller.abort() } : {}),
   });
