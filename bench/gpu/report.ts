@@ -92,6 +92,7 @@ const lines = [
   `Run of ${results.date.slice(0, 16).replace("T", " ")} UTC. GPU: ${gpu || "none"}; PyTorch ${String(env["torch"] ?? "?")}, CUDA ${String(env["cuda"] ?? "none")}; melbo's addon built against libtorch ${String(addon["addonTorch"] ?? "?")} (CUDA device seen: ${String(addon["cudaAvailable"] ?? "?")}, CUDA kernels built: ${String(addon["cudaKernels"] ?? "?")}).`,
   `Slice: ${DRY ? "a tiny random model (d = 128)" : "Qwen1.5-1.8B-shaped random weights made on the machine"}, steering at the output of block 8, matched at block 16, the 26-token prompt; every row of one run, side by side.`,
   "melbo's rows are whole orthoBlock calls (z0 forward included) in the default block mode: rows kept orthogonal to the basis and to each other in float64 every step, gradients projected off the other rows; the batched PyTorch loop only projects off θ0, so its rows drift towards each other (the quality it loses is bench/quality.ts's subject).",
+  "Peak GPU memory: melbo's rows are the process's whole use as nvidia-smi sees it (CUDA context and cached blocks included); the PyTorch rows are torch.cuda.max_memory_allocated (live tensors only), so they read lower for the same work.",
   "",
   "| step | status | seconds |",
   "|---|---|---:|",
