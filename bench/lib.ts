@@ -8,6 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestModelOptions } from "../src/model/make-test-model.js";
 import { kernelCpuFlags } from "../src/util/cpu.js";
+import { Rng } from "../src/util/rng.js";
 
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PYTHON = process.env["BENCH_PYTHON"] ?? "/usr/bin/python3";
@@ -24,6 +25,15 @@ export const QWEN15_1P8B: TestModelOptions = {
   layers: 24, hidden: 2048, heads: 16, kvHeads: 16, intermediate: 5504, tied: false, vocab: 151936,
   ropeTheta: 1e6, rmsNormEps: 1e-6, dtype: "BF16", seed: 1,
 };
+
+/** A benchmark's θ0: randn from the "bench-theta0" stream of `seed`, scaled to `norm`. */
+export function benchTheta0(d: number, seed: number, norm: number): Float32Array {
+  const t = new Rng(seed, "bench-theta0").fillNormal(new Float32Array(d), 1, 0);
+  let n = 0;
+  for (const v of t) n += v * v;
+  n = Math.sqrt(n);
+  return t.map((v) => (v * norm) / n);
+}
 
 /** θ0 / ‖θ0‖ in float64: the basis of the first block of a search. */
 export function basisOf(theta0: Float32Array): Float64Array {

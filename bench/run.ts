@@ -31,7 +31,7 @@ import { Rng } from "../src/util/rng.js";
 import { runQuality } from "./quality.js";
 import type { Limit, LossRow, MemoryRow, OrthoRow, Profile, PyRow, Results } from "./results.js";
 import {
-  PROMPT_TOKENS, QWEN15_1P8B, basisOf, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
+  PROMPT_TOKENS, QWEN15_1P8B, basisOf, benchTheta0, cpuSnapshot, fmt, machineInfo, othersShare, median, packageRoot, pct, profileFromTrace, python, run, sliceFlops, table,
   type MachineInfo, type Shape,
 } from "./lib.js";
 
@@ -86,11 +86,7 @@ function bf16Activations(flags: string[]): "bf16" | "f32" {
 }
 
 function theta0For(d: number, seed: number): Float32Array {
-  const t = new Rng(seed, "bench-theta0").fillNormal(new Float32Array(d), 1, 0);
-  let n = 0;
-  for (const v of t) n += v * v;
-  n = Math.sqrt(n);
-  return t.map((v) => (v * THETA0_NORM) / n);
+  return benchTheta0(d, seed, THETA0_NORM);
 }
 
 // ------------------------------------------------------------------ melbo ortho rows

@@ -19,7 +19,7 @@ import { checkDevice, loadModel } from "../../src/model/model.js";
 import { writeSafetensors } from "../../src/model/safetensors.js";
 import type { ComputeDtype } from "../../src/native.js";
 import { Rng } from "../../src/util/rng.js";
-import { PROMPT_TOKENS, QWEN15_1P8B, basisOf } from "../lib.js";
+import { PROMPT_TOKENS, QWEN15_1P8B, basisOf, benchTheta0 } from "../lib.js";
 
 const argv = process.argv.slice(2);
 const arg = (name: string): string | undefined => {
@@ -65,13 +65,6 @@ async function checkpoint(): Promise<string> {
   return DIR;
 }
 
-/** θ0 of norm 8 (the demo's radius), deterministic. */
-function theta0Of(d: number): Float32Array {
-  const t = new Rng(3, "bench-theta0").fillNormal(new Float32Array(d), 1, 0);
-  const n = Math.hypot(...t);
-  return t.map((v) => (v * 8) / n);
-}
-
 /** Samples this process's GPU memory (nvidia-smi) until stopped; null where there is no nvidia-smi. */
 function gpuMemoryPoller(): { stop: () => Promise<number | null> } {
   if (DEVICE === "cpu") return { stop: async () => null };
@@ -99,7 +92,7 @@ async function main(): Promise<void> {
     const model = await loadModel(dir, { device: DEVICE, dtype, blocks: { to: TARGET }, head: false });
     try {
       const d = model.hidden;
-      const theta0 = theta0Of(d);
+      const theta0 = benchTheta0(d, 3, 8); // norm 8, the demo's radius (bench/run.ts's loss rows use the same)
       if (dtype === DTYPES[0]) {
         // The baselines' inputs: the same prompt and θ0 (bench/python/baseline.py reads them).
         await writeSafetensors(join(dir, "bench-inputs.safetensors"), [
