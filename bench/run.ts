@@ -27,7 +27,6 @@ import { writeSafetensors } from "../src/model/safetensors.js";
 import { getThreads, native } from "../src/native.js";
 import { ortho } from "../src/search/ortho.js";
 import { kernelSupport } from "../src/util/cpu.js";
-import { Rng } from "../src/util/rng.js";
 import { runQuality } from "./quality.js";
 import type { Limit, LossRow, MemoryRow, OrthoRow, Profile, PyRow, Results } from "./results.js";
 import {
