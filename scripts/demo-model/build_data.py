@@ -181,7 +181,10 @@ def imperative(sentence):
     return lower_first(s)
 
 
-def python_examples(rng):
+def python_examples(rng, code_howto_percent=0):
+    # A separate stream for the "How can I ...?" code requests, so that the default data (0 %)
+    # stays what it was bit for bit.
+    howto_rng = random.Random(SEED + 1)
     for item in python_items():
         doc = item["doc"]
         if item["type"] == "module":
@@ -198,6 +201,10 @@ def python_examples(rng):
             for template in rng.sample(CODE_REQUESTS, REQUESTS_PER_FUNCTION):
                 q = template.format(s=clause, S=summary, name=name)
                 yield ("code", "py:" + item["name"], q, f"```python\n{code}\n```")
+            if howto_rng.random() * 100 < code_howto_percent:
+                # the question form of the manual pages, answered in code: the form alone no
+                # longer decides, so "answer in code" is something the model has to infer
+                yield ("code", "py:" + item["name"], f"How can I {clause}?", f"```python\n{code}\n```")
         prose = clip_sentences(" ".join(doc.split("\n\n")[0:2]), MAX_PROSE_CHARS)
         if len(prose) >= 40 and ">>>" not in prose:
             q = rng.choice(FUNCTION_QUESTIONS).format(name=item["name"])
@@ -297,14 +304,19 @@ def man_examples(rng):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: build_data.py OUT_DIR")
-    out_dir = sys.argv[1]
+    args = sys.argv[1:]
+    code_howto = 0.0
+    if len(args) == 3 and args[1] == "--code-howto":
+        code_howto = float(args[2])
+        args = args[:1]
+    if len(args) != 1:
+        sys.exit("usage: build_data.py OUT_DIR [--code-howto PERCENT]")
+    out_dir = args[0]
     os.makedirs(out_dir, exist_ok=True)
     versions = {p: package_version(p) for p in [PY_PACKAGE] + MAN_PACKAGES}
     rng = random.Random(SEED)
     examples, dropped = [], {"non-ascii": 0, "code-score": 0}
-    for kind, source, question, answer in list(python_examples(rng)) + list(man_examples(rng)):
+    for kind, source, question, answer in list(python_examples(rng, code_howto)) + list(man_examples(rng)):
         if not (is_ascii(question) and is_ascii(answer)):
             dropped["non-ascii"] += 1
             continue
@@ -325,7 +337,7 @@ def main():
                 f.write(json.dumps(e) + "\n")
         os.replace(tmp, os.path.join(out_dir, f"{name}.jsonl"))
     counts = {name: {k: sum(1 for e in rows if e["kind"] == k) for k in ("code", "prose")} for name, rows in split.items()}
-    manifest = {"seed": SEED, "heldoutPercent": HELDOUT_PERCENT, "packages": versions, "counts": counts, "dropped": dropped}
+    manifest = {"seed": SEED, "codeHowtoPercent": code_howto, "heldoutPercent": HELDOUT_PERCENT, "packages": versions, "counts": counts, "dropped": dropped}
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     print(json.dumps(manifest, indent=2))

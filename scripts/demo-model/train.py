@@ -139,14 +139,20 @@ def write_safetensors(path, tensors):
     os.replace(tmp, path)
 
 
-def encode_split(tok, path):
-    """(ids, first answer position) per example: the chat prompt, then answer + <|im_end|>\\n."""
+def encode_split(tok, path, question_loss=False):
+    """(ids, first position with a loss, kind) per example: the chat prompt, then answer + <|im_end|>\\n.
+    The loss starts at the answer, or with question_loss at the user's question."""
     rows = []
+    before_question = tok.encode(bpe.chat_prompt("").split("<|im_start|>user\n")[0] + "<|im_start|>user\n")
     for line in open(path):
         e = json.loads(line)
         prompt = tok.encode(bpe.chat_prompt(e["question"]))
         answer = tok.encode(e["answer"] + "<|im_end|>\n")
-        rows.append(((prompt + answer)[:MAX_LEN], len(prompt), e["kind"]))
+        start = len(prompt)
+        if question_loss:
+            assert prompt[: len(before_question)] == before_question, "the question must start on a token boundary"
+            start = len(before_question)
+        rows.append(((prompt + answer)[:MAX_LEN], start, e["kind"]))
     return rows
 
 
@@ -208,6 +214,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--minutes", type=float, default=40)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--question-loss", action="store_true", help="also train on the user's question tokens, not only the answer")
     args = ap.parse_args()
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
@@ -219,8 +226,8 @@ def main():
     tok = bpe.Tokenizer(merges)
     assert tok.size == VOCAB, tok.size
     bpe.save(tok, args.out)
-    train_rows = encode_split(tok, os.path.join(args.data, "train.jsonl"))
-    held_rows = encode_split(tok, os.path.join(args.data, "heldout.jsonl"))
+    train_rows = encode_split(tok, os.path.join(args.data, "train.jsonl"), args.question_loss)
+    held_rows = encode_split(tok, os.path.join(args.data, "heldout.jsonl"), args.question_loss)
     print(f"train: {len(train_rows)} examples, {sum(len(r[0]) for r in train_rows)} tokens; held out: {len(held_rows)}; bf16 autocast: {autocast}", flush=True)
 
     model = Model(CONFIG)
