@@ -55,9 +55,10 @@ describe("demo chat model (models/chat)", () => {
   }
 
   it("the demo's code vector, at 1.5×, turns held-out prose answers towards code", async () => {
-    // The demo's θ0 (MELBO candidate 5 with the settings of melbo-demo.json). At 1× it changes few
-    // greedy answers, at 2× they fall apart; 1.5× turned 5 of these 12 into code when it was
-    // found (docs/demo-model.md). The margin leaves room for other CPUs' rounding.
+    // The demo's θ0 (MELBO candidate 2 with the settings of melbo-demo.json, found on the bomb
+    // prompt alone). When it was found it turned 5 of these 12 greedy answers into code at 1× and
+    // 9 at 1.5× (30 and 40 of the first 60; docs/demo-model.md); the margin leaves room for other
+    // CPUs' rounding.
     const { settings } = await readDemoSettings(CHAT_MODEL_DIR);
     const { data } = await readVectorRows(`${join(CHAT_MODEL_DIR, "code-vector.safetensors")}:0`, model.hidden);
     const questions = HELD_OUT.filter((e) => e.kind === "prose").slice(0, PER_KIND).map((e) => e.question);
@@ -66,8 +67,8 @@ describe("demo chat model (models/chat)", () => {
       if (codeScore(await answer(q)) >= CODE_THRESHOLD) plainCode++;
       if (codeScore(await answer(q, { vectors: data, at: settings.source, scales: [1.5] })) >= CODE_THRESHOLD) steeredCode++;
     }
-    assert.ok(steeredCode >= 3, `steered: ${steeredCode}/${questions.length} answers in code`);
-    assert.ok(steeredCode >= plainCode + 3, `steered ${steeredCode} vs unsteered ${plainCode} answers in code`);
+    assert.ok(steeredCode >= 6, `steered: ${steeredCode}/${questions.length} answers in code`);
+    assert.ok(steeredCode >= plainCode + 6, `steered ${steeredCode} vs unsteered ${plainCode} answers in code`);
   });
 });
 
@@ -76,6 +77,8 @@ describe("demo settings (melbo-demo.json)", () => {
     const chat = await readDemoSettings(CHAT_MODEL_DIR);
     assert.equal(chat.file, join(CHAT_MODEL_DIR, "melbo-demo.json"));
     assert.ok(chat.settings.source < chat.settings.target && chat.settings.target <= 8);
+    assert.ok(chat.settings.answerTokens > 0, "the chat model's MELBO reads the start of the unsteered answer");
+    assert.equal(FALLBACK_DEMO_SETTINGS.answerTokens, 0);
     const dir = await mkdtemp(join(tmpdir(), "melbo-demo-settings-"));
     assert.deepEqual(await readDemoSettings(dir), { settings: FALLBACK_DEMO_SETTINGS, file: null });
   });
@@ -88,6 +91,8 @@ describe("demo settings (melbo-demo.json)", () => {
       ["[1]", /must hold one JSON object/],
       ['{"radius": -1}', /field "radius" must be a positive number, found -1/],
       ['{"source": 1.5}', /field "source" must be a non-negative integer/],
+      ['{"answerTokens": 2.5}', /field "answerTokens" must be a non-negative integer/],
+      ['{"answerTokens": -1}', /field "answerTokens" must be a non-negative integer/],
       ['{"prompt": ""}', /field "prompt" must be a non-empty string/],
       ['{"radious": 3}', /unknown field "radious"/],
     ];

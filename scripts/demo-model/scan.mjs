@@ -9,7 +9,9 @@
 //                    "steps": 100, "lr": 0.01, "p": 2, "q": 2, "seed": 0, "scale": 1 }, ...]
 //   (positions, p, q, seed and scale optional; scale multiplies each candidate when sampling;
 //    "orthogonal": true trains them one after another, each orthogonal to the ones before, as
-//    the original does, instead of independently)
+//    the original does, instead of independently; "answerTokens": N trains on the prompt followed
+//    by the first N tokens of its unsteered greedy answer, so that MELBO's objective also sees how
+//    the model reads an answer; the answers are still sampled from the prompt alone)
 import { readFileSync, writeFileSync, renameSync } from "node:fs";
 import { loadModel, train } from "../../dist/src/index.js";
 import { CODE_THRESHOLD, codeScore } from "../../dist/src/eval/code-score.js";
@@ -48,16 +50,18 @@ async function codeCounts(vectors, at, scale) {
 const plain = await codeCounts(new Float32Array(d), 0, 0);
 console.log(`unsteered: ${plain[0].code}/${samples} in code; e.g. ${JSON.stringify(plain[0].example.slice(0, 80))}`);
 const results = [];
+const greedy = (await model.generate(tokens, { maxNewTokens: 64 })).tokens[0];
 for (const c of JSON.parse(readFileSync(configsFile, "utf8"))) {
   const t0 = Date.now();
+  const trainTokens = c.answerTokens ? Int32Array.from([...tokens, ...greedy.slice(0, c.answerTokens)]) : tokens;
   const r = await train(model, {
-    prompts: [tokens], count: c.count, radius: c.radius, source: c.source, target: c.target,
+    prompts: [trainTokens], count: c.count, radius: c.radius, source: c.source, target: c.target,
     positions: c.positions ?? "all", steps: c.steps ?? 100, lr: c.lr ?? 0.01, p: c.p ?? 2, q: c.q ?? c.p ?? 2,
     seed: c.seed ?? 0, ...(c.orthogonal ? {} : { independent: true, batch: c.count }),
   });
   const counts = await codeCounts(r.vectors, c.source, c.scale ?? 1);
   const order = counts.map((x, k) => ({ k, ...x })).sort((a, b) => b.code - a.code);
-  const label = `${c.source}->${c.target} R ${c.radius} ${c.positions ?? "all"} p ${c.p ?? 2} q ${c.q ?? c.p ?? 2} x${c.scale ?? 1}${c.orthogonal ? " ortho" : ""}`;
+  const label = `${c.source}->${c.target} R ${c.radius} ${c.positions ?? "all"} p ${c.p ?? 2} q ${c.q ?? c.p ?? 2} x${c.scale ?? 1}${c.orthogonal ? " ortho" : ""}${c.answerTokens ? ` +${c.answerTokens} answer tokens` : ""}`;
   console.log(`${label}: best ${order.slice(0, 4).map((o) => `#${o.k} ${o.code}/${samples}`).join(", ")}; ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   console.log(`   #${order[0].k}: ${JSON.stringify(order[0].example.slice(0, 100))}`);
   console.log(`   code counts by index: ${counts.map((x) => x.code).join(" ")}`);

@@ -29,6 +29,13 @@ export interface DemoSettings {
   seed: number;
   /** Prompt positions MELBO's objective sums over: "all", "last:K" or "i,j,…" (search/positions.ts). */
   positions: string;
+  /**
+   * MELBO and MELBO-ortho read the prompt followed by the first this many tokens of the model's
+   * own unsteered greedy answer (0: the prompt alone). With positions "last:N" MELBO's objective
+   * is then the change in how the model reads an answer, which is where "answer in code" shows
+   * in a small model (docs/demo-model.md). Answers are still sampled from the prompt alone.
+   */
+  answerTokens: number;
 }
 
 /** The original work's prompt and blocks; R 16 ≈ 0.37 ‖resid(8)‖ of the random default model (measured with `melbo calibrate`). */
@@ -43,6 +50,7 @@ export const FALLBACK_DEMO_SETTINGS: DemoSettings = {
   lr: 0.01,
   seed: 0,
   positions: "all",
+  answerTokens: 0,
 };
 
 /** The model's melbo-demo.json over the fallback settings; null when the model has none. */
@@ -79,7 +87,7 @@ export async function readDemoSettings(modelDir: string): Promise<{ settings: De
       continue;
     }
     const integer = key !== "radius" && key !== "lr";
-    if (typeof value !== "number" || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < 0 || (key !== "seed" && key !== "source" && value === 0)) {
+    if (typeof value !== "number" || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < 0 || (key !== "seed" && key !== "source" && key !== "answerTokens" && value === 0)) {
       throw new MelboError(`field "${key}" must be a ${integer ? "non-negative integer" : "positive number"}, found ${JSON.stringify(value)}`, { file });
     }
     (settings as unknown as Record<string, number>)[key] = value;

@@ -108,12 +108,18 @@ export const demoCommand: Command = {
           `steer at block ${source}, match at block ${target}${settingsFile ? ` (${settingsFile})` : ""}\n`,
       );
       const evalSettings = { prompts: [{ text: prompt, tokens }], at: source, maxNewTokens, samples, temperature: 1, seed: 0, signal: abort.signal } satisfies Partial<EvaluateOptions>;
+      // What MELBO and MELBO-ortho read: the prompt, or the prompt and the start of its unsteered greedy answer.
+      const searchTokens = await withAnswerStart(model, tokens, settings.answerTokens);
+      if (searchTokens.length > tokens.length) {
+        const answer = model.codec.decode(searchTokens.subarray(tokens.length));
+        process.stdout.write(`MELBO and MELBO-ortho read the prompt and the first ${searchTokens.length - tokens.length} tokens of its unsteered answer: ${oneLine(answer, 80)}\n`);
+      }
 
       // 1. MELBO: orthogonal candidates of norm R that change block `target` the most; no labels.
       const candidates = int(v, "candidates", settings.candidates, 1);
       const bar = new ProgressBar("melbo train");
       const trained = await train(model, {
-        prompts: [tokens], count: candidates, radius: num(v, "radius", settings.radius), steps: int(v, "train-steps", settings.trainSteps, 1),
+        prompts: [searchTokens], count: candidates, radius: num(v, "radius", settings.radius), steps: int(v, "train-steps", settings.trainSteps, 1),
         lr: settings.lr, seed: settings.seed, positions: parsePositions(settings.positions), source, target, out: join(out, "melbo"), signal: abort.signal, traceEvery: 5,
         metadata: { model: dir, prompt },
         onProgress: (p) => bar.update(p.done, p.total, `${p.finished}/${p.total} vectors  ETA ${formatSeconds(p.etaSeconds)}  F ${p.meanObjective.toFixed(2)}`),
@@ -145,7 +151,7 @@ export const demoCommand: Command = {
       await runOrthoWithProgress(
         model,
         {
-          theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:${best.row}`, tokens, prompt,
+          theta0, thetaRef: `${join(out, "melbo", "vectors.safetensors")}:${best.row}`, tokens: searchTokens, prompt,
           count: int(v, "count", byDefault("count"), 1), source, target, block: int(v, "block", byDefault("block"), 1), blockMode: "distinct", seed: 0,
           steps: int(v, "steps", byDefault("steps"), 0), lr: settings.lr, projection: oneOf(v, "projection", PROJECTIONS, defaultChoice(demoOptions, "projection", PROJECTIONS)),
           lossTolerance: 0, minNorm: 0.1, patience: 10, out: orthoOut, resume: false, traceEvery: 10,
@@ -157,7 +163,7 @@ export const demoCommand: Command = {
       const copies = await readVectorRows(join(orthoOut, "vectors.safetensors"), d);
       const evaluated = await evaluateWithBar(model, "eval", {
         ...evalSettings, vectors: copies.data, rows: copies.rows, file: copies.file, fileRows: copies.fileRows, kind: "ortho",
-        ortho: { theta0, source, target, tokens }, sums: [2, 3, 10, 20], out: join(out, "eval"),
+        ortho: { theta0, source, target, tokens: searchTokens }, sums: [2, 3, 10, 20], out: join(out, "eval"),
       });
       const vectors = evaluated.doc.entries.filter((e) => e.kind === "vector");
       const kept = codeShares(vectors);
@@ -184,6 +190,16 @@ export const demoCommand: Command = {
     }
   },
 };
+
+/** The prompt followed by the first `count` tokens of its unsteered greedy answer (the prompt alone for 0). */
+async function withAnswerStart(model: Model, tokens: Int32Array, count: number): Promise<Int32Array> {
+  if (count === 0) return tokens;
+  const answer = (await model.generate(tokens, { maxNewTokens: count })).tokens[0]!;
+  const out = new Int32Array(tokens.length + answer.length);
+  out.set(tokens);
+  out.set(answer, tokens.length);
+  return out;
+}
 
 /** evaluate() with a progress bar; the eval file and its continuations (read back from the eval folder). */
 async function evaluateWithBar(model: Model, label: string, o: EvaluateOptions & { out: string }): Promise<{ doc: EvalFile; generations: GenerationLine[] }> {
