@@ -84,10 +84,6 @@ function bf16Activations(flags: string[]): "bf16" | "f32" {
   return kernelSupport(flags).fastBf16 ? "bf16" : "f32";
 }
 
-function theta0For(d: number, seed: number): Float32Array {
-  return benchTheta0(d, seed, THETA0_NORM);
-}
-
 // ------------------------------------------------------------------ melbo ortho rows
 /** Runs `fn` with environment variables set (read by the addon at each call), then restores them. */
 async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
@@ -209,7 +205,7 @@ async function memoryRow(dir: string, dtype: "f32" | "bf16", activations: string
 async function lossCompare(dtype: "f32" | "bf16", activations: string, count: number, steps: number): Promise<void> {
   const m = await loadModel(DEFAULT_MODEL_DIR, { device: DEVICE, dtype });
   try {
-    const theta0 = theta0For(m.hidden, 3).map((v) => (v * 8) / THETA0_NORM); // norm 8, the demo's radius
+    const theta0 = benchTheta0(m.hidden, 3, 8); // norm 8, the demo's radius
     const t0 = performance.now();
     const e = await ortho(m, { tokens: PROMPT_TOKENS, theta0, count, block: count, steps, progressEvery: 50 });
     const row: LossRow = { dtype, activations, count, steps, seconds: (performance.now() - t0) / 1000, losses: e.log.map((l) => l.loss), relLosses: e.log.map((l) => l.relLoss) };
@@ -253,7 +249,7 @@ async function main(): Promise<void> {
 
   const dir = await checkpoint();
   const d = SHAPE.hidden;
-  const theta0 = theta0For(d, 1);
+  const theta0 = benchTheta0(d, 1, THETA0_NORM);
   const inputs = join(dir, "bench-inputs.safetensors");
   await writeSafetensors(inputs, [
     { name: "tokens", dtype: "I32", shape: [PROMPT_TOKENS.length], data: PROMPT_TOKENS },
@@ -365,7 +361,7 @@ async function main(): Promise<void> {
     try {
       const V = 64, N = 50;
       const vectors = new Float32Array(V * gm.hidden);
-      for (let v = 0; v < V; v++) vectors.set(theta0For(gm.hidden, 100 + v).map((t) => (t * 8) / THETA0_NORM), v * gm.hidden);
+      for (let v = 0; v < V; v++) vectors.set(benchTheta0(gm.hidden, 100 + v, 8), v * gm.hidden);
       const calls: number[] = [];
       await gm.generate(PROMPT_TOKENS, { vectors, at: SOURCE, maxNewTokens: 2, temperature: 1, seed: 7, stopTokens: [] }); // warm-up
       const bench = new Bench({ name: "generate", iterations: PLAN.genIters, time: 0, warmup: false, throws: true });

@@ -11,8 +11,9 @@ say() { printf 'melbo setup: %s\n' "$*"; }
 #    reference BLAS and matrix products are ~25x slower. python3-torch is the test reference.
 #    chromium: the real browser test/browser.test.ts opens `melbo report` pages in (playwright-core downloads none).
 #    manpages, manpages-dev: text the demo model's data is built from (test/demo-data.test.ts rebuilds it).
-packages=(libtorch-dev libopenblas0-openmp python3-torch python3-numpy cmake g++ make ninja-build chromium manpages manpages-dev)
-if [[ -n "${LIBTORCH:-}" ]]; then packages=(libopenblas0-openmp python3-torch python3-numpy cmake g++ make ninja-build chromium manpages manpages-dev); fi
+packages=(libopenblas0-openmp python3-torch python3-numpy cmake g++ make ninja-build chromium manpages manpages-dev)
+# Debian's libtorch unless LIBTORCH names another
+if [[ -z "${LIBTORCH:-}" ]]; then packages=(libtorch-dev "${packages[@]}"); fi
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   missing=()
   for p in "${packages[@]}"; do

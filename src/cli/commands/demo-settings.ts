@@ -53,6 +53,9 @@ export const FALLBACK_DEMO_SETTINGS: DemoSettings = {
   answerTokens: 0,
 };
 
+/** Numeric fields for which 0 means something (block 0, seed 0, no answer tokens); the others must be positive. */
+const MAY_BE_ZERO: ReadonlySet<string> = new Set(["seed", "source", "answerTokens"]);
+
 /** The model's melbo-demo.json over the fallback settings; null when the model has none. */
 export async function readDemoSettings(modelDir: string): Promise<{ settings: DemoSettings; file: string | null }> {
   const file = join(modelDir, DEMO_SETTINGS_FILE);
@@ -87,7 +90,7 @@ export async function readDemoSettings(modelDir: string): Promise<{ settings: De
       continue;
     }
     const integer = key !== "radius" && key !== "lr";
-    if (typeof value !== "number" || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < 0 || (key !== "seed" && key !== "source" && key !== "answerTokens" && value === 0)) {
+    if (typeof value !== "number" || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < 0 || (value === 0 && !MAY_BE_ZERO.has(key))) {
       throw new MelboError(`field "${key}" must be a ${integer ? "non-negative integer" : "positive number"}, found ${JSON.stringify(value)}`, { file });
     }
     (settings as unknown as Record<string, number>)[key] = value;
